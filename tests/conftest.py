@@ -1,0 +1,68 @@
+"""Shared fixtures. Tests never touch the network: the Hub is switched off before anything imports it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+REFERENCE_AST = SHARED / "reference" / "ast"
+REFERENCE_AUDIOSET = SHARED / "reference" / "audioset"
+
+# Size of the release the tests share: small enough to build in seconds, large enough for every quirk.
+TEST_SPEAKERS = 24
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_hf_cache(tmp_path_factory):
+    """A fresh datasets cache per session, so a stale cache of a re-exported folder never serves old data."""
+    cache = tmp_path_factory.mktemp("hf_datasets_cache")
+    old = os.environ.get("HF_DATASETS_CACHE")
+    os.environ["HF_DATASETS_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("HF_DATASETS_CACHE", None)
+    else:
+        os.environ["HF_DATASETS_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def reference_ast() -> Path:
+    assert REFERENCE_AST.is_dir(), f"the AST reference fixtures are missing: expected {REFERENCE_AST}"
+    return REFERENCE_AST
+
+
+@pytest.fixture(scope="session")
+def synth_release(tmp_path_factory) -> Path:
+    """A small synthetic 16 kHz release folder in the official layout (read-only by convention)."""
+    from vocalsound_hf.synth import make_synthetic_release
+
+    return make_synthetic_release(
+        tmp_path_factory.mktemp("release16k") / "vs_release_16k", sampling_rate=16000, num_speakers=TEST_SPEAKERS, seed=0
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A small randomly initialised AST model directory (model + feature extractor), 128 frames."""
+    from vocalsound_hf.modeling import init_model_dir
+
+    return init_model_dir(
+        tmp_path_factory.mktemp("tiny_model") / "model",
+        model_size="tiny224",
+        input_tdim=128,
+        fstride=16,
+        tstride=16,
+        num_hidden_layers=2,
+        seed=0,
+    )

@@ -1,0 +1,52 @@
+"""VocalSound and the Audio Spectrogram Transformer baseline on the Hugging Face stack.
+
+The public API is imported lazily: ``import vocalsound_hf`` loads no torch, transformers, datasets or
+gradio; each name pulls in its module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "CLASS_NAMES": "release",
+    "make_synthetic_release": "synth",
+    "VocalSound": "data",
+    "load_vocalsound": "data",
+    "export_dataset": "publish",
+    "make_feature_extractor": "features",
+    "batch_fbank": "features",
+    "compute_norm_stats": "features",
+    "build_ast": "modeling",
+    "MODEL_SIZES": "modeling",
+    "convert_original_checkpoint": "conversion",
+    "AudioClassifier": "inference",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .conversion import convert_original_checkpoint
+    from .data import VocalSound, load_vocalsound
+    from .features import batch_fbank, compute_norm_stats, make_feature_extractor
+    from .inference import AudioClassifier
+    from .modeling import MODEL_SIZES, build_ast
+    from .publish import export_dataset
+    from .release import CLASS_NAMES
+    from .synth import make_synthetic_release
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vocalsound_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,146 @@
+"""``vocalsound-hf``: a thin command line over the library API.
+
+Each sub-command parses its arguments and calls one library function; heavy imports happen inside
+the command that needs them, so ``vocalsound-hf --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+logger = logging.getLogger("vocalsound_hf")
+
+
+def _synth_release(args: argparse.Namespace) -> None:
+    from .synth import make_synthetic_release
+
+    path = make_synthetic_release(
+        args.out,
+        sampling_rate=args.sampling_rate,
+        num_speakers=args.speakers,
+        seed=args.seed,
+        as_zip=args.zip,
+    )
+    print(path)
+
+
+def _export_dataset(args: argparse.Namespace) -> None:
+    from .publish import export_dataset
+
+    export_dataset(
+        args.data_dir,
+        args.out,
+        config=args.config,
+        push_to_hub=args.push_to_hub,
+        num_proc=args.num_proc,
+        skip_bad_audio=args.skip_bad_audio,
+    )
+
+
+def _norm_stats(args: argparse.Namespace) -> None:
+    from .data import norm_stats_of_release
+
+    mean, std = norm_stats_of_release(args.data_dir, config=args.config, batch_size=args.batch_size)
+    print(f"mean={mean:.7f} std={std:.7f}")
+
+
+def _init_model(args: argparse.Namespace) -> None:
+    from .modeling import init_model_dir
+
+    init_model_dir(
+        args.out_dir,
+        model_size=args.model_size,
+        input_tdim=args.input_tdim,
+        fstride=args.fstride,
+        tstride=args.tstride,
+        imagenet_pretrain=args.imagenet,
+        audioset_pretrain=args.audioset,
+        head=args.head,
+    )
+
+
+def _convert_checkpoint(args: argparse.Namespace) -> None:
+    from .conversion import convert_original_checkpoint
+
+    convert_original_checkpoint(args.checkpoint, args.out_dir, label_csv=args.label_csv)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .inference import predict_files
+
+    predict_files(args.model, args.audio, top_k=args.top_k, as_json=args.json, fast=args.fast)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vocalsound-hf", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth-release", help="write a synthetic VocalSound release in the official layout")
+    p.add_argument("out", help="output folder (or the .zip path with --zip)")
+    p.add_argument("--sampling-rate", type=int, choices=(16000, 44100), default=16000)
+    p.add_argument("--speakers", type=int, default=None, help="number of speakers (default: the embedded size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zip", action="store_true", help="write a zip archive laid out like the official one")
+    p.set_defaults(func=_synth_release)
+
+    p = sub.add_parser("export-dataset", help="write a script-free Hub dataset repository (Parquet + card)")
+    p.add_argument("--data-dir", required=True, help="the unzipped release folder or its zip")
+    p.add_argument("--out", required=True, help="folder of the dataset repository")
+    p.add_argument("--config", choices=("16k", "44k"), default="16k")
+    p.add_argument("--push-to-hub", metavar="REPO", default=None, help="also upload to this Hub dataset repo")
+    p.add_argument("--num-proc", type=int, default=None)
+    p.add_argument("--skip-bad-audio", action="store_true", help="skip unreadable clips (reported) instead of failing")
+    p.set_defaults(func=_export_dataset)
+
+    p = sub.add_parser("norm-stats", help="fbank mean and std of the training split, as the original AST computes them")
+    p.add_argument("--data-dir", required=True, help="a release folder or zip, or an exported dataset folder")
+    p.add_argument("--config", choices=("16k", "44k"), default="16k")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.set_defaults(func=_norm_stats)
+
+    p = sub.add_parser("init-model", help="write an AST model directory ready for train_hf.py and pipeline")
+    p.add_argument("out_dir")
+    p.add_argument("--model-size", default="base384", choices=("tiny224", "small224", "base224", "base384"))
+    p.add_argument("--input-tdim", type=int, default=512)
+    p.add_argument("--fstride", type=int, default=10)
+    p.add_argument("--tstride", type=int, default=10)
+    p.add_argument("--imagenet", default=None, metavar="PATH", help="DeiT distilled checkpoint (timm file or HF model)")
+    p.add_argument("--audioset", default=None, metavar="PATH", help="AST AudioSet checkpoint (HF dir / Hub id / .pth)")
+    p.add_argument("--head", choices=("new", "audioset"), default="new")
+    p.set_defaults(func=_init_model)
+
+    p = sub.add_parser("convert-checkpoint", help="convert an original AST .pth checkpoint to a transformers directory")
+    p.add_argument("checkpoint", help="the original .pth file")
+    p.add_argument("out_dir")
+    p.add_argument("--label-csv", default=None, help="index,mid,display_name CSV naming the classes")
+    p.set_defaults(func=_convert_checkpoint)
+
+    p = sub.add_parser("predict", help="classify audio files with a saved model")
+    p.add_argument("model", help="model directory or Hub id")
+    p.add_argument("audio", nargs="+", help="audio files (wav, flac, mp3, ogg; any rate and channel count)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="print one JSON object per file")
+    p.add_argument("--fast", action="store_true", help="use the fast CPU path (dynamic int8)")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        # Bad input is reported in one line, not as a traceback.
+        print(f"vocalsound-hf {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
