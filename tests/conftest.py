@@ -48,7 +48,10 @@ def synth_release(tmp_path_factory) -> Path:
     from vocalsound_hf.synth import make_synthetic_release
 
     return make_synthetic_release(
-        tmp_path_factory.mktemp("release16k") / "vs_release_16k", sampling_rate=16000, num_speakers=TEST_SPEAKERS, seed=0
+        tmp_path_factory.mktemp("release16k") / "vs_release_16k",
+        sampling_rate=16000,
+        num_speakers=TEST_SPEAKERS,
+        seed=0,
     )
 
 

@@ -20,19 +20,32 @@ _EXPORTS = {
     "export_dataset": "publish",
     "make_feature_extractor": "features",
     "batch_fbank": "features",
-    "compute_norm_stats": "features",
+    "compute_norm_stats": "data",
     "build_ast": "modeling",
     "MODEL_SIZES": "modeling",
     "convert_original_checkpoint": "conversion",
     "AudioClassifier": "inference",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CLASS_NAMES",
+    "MODEL_SIZES",
+    "AudioClassifier",
+    "VocalSound",
+    "batch_fbank",
+    "build_ast",
+    "compute_norm_stats",
+    "convert_original_checkpoint",
+    "export_dataset",
+    "load_vocalsound",
+    "make_feature_extractor",
+    "make_synthetic_release",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .conversion import convert_original_checkpoint
-    from .data import VocalSound, load_vocalsound
-    from .features import batch_fbank, compute_norm_stats, make_feature_extractor
+    from .data import VocalSound, compute_norm_stats, load_vocalsound
+    from .features import batch_fbank, make_feature_extractor
     from .inference import AudioClassifier
     from .modeling import MODEL_SIZES, build_ast
     from .publish import export_dataset

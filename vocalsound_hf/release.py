@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 # Official order of class_labels_indices_vs.csv; the label ids of every model and dataset follow it.
 CLASS_NAMES: tuple[str, ...] = ("Laughter", "Sigh", "Cough", "Throat clearing", "Sneeze", "Sniff")
-CLASS_MIDS: tuple[str, ...] = ("/m/01j3sz", "/m/07plz5l", "/m/01b_21", "/m/0dl9sf8", "/m/01hsr_", "/m/07ppn3j")
+CLASS_MIDS: tuple[str, ...] = (
+    "/m/01j3sz",
+    "/m/07plz5l",
+    "/m/01b_21",
+    "/m/0dl9sf8",
+    "/m/01hsr_",
+    "/m/07ppn3j",
+)
 # The class token of the file names, e.g. f0003_0_throatclearing.wav.
 CLASS_TOKENS: tuple[str, ...] = ("laughter", "sigh", "cough", "throatclearing", "sneeze", "sniff")
 # Rows of the 527-way AudioSet head (../shared/reference/audioset) holding the six classes.
@@ -104,4 +111,3 @@ def age_group(age: int | None) -> str | None:
         if low <= age <= high:
             return name
     return None
-
