@@ -10,6 +10,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -18,6 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 REFERENCE_AST = SHARED / "reference" / "ast"
 REFERENCE_AUDIOSET = SHARED / "reference" / "audioset"
+AUDIOSET_CSV = REFERENCE_AUDIOSET / "class_labels_indices.csv"
+# Key lists of the shared script's synthetic AudioSet checkpoints, by stride.
+KEY_LISTS = {10: "synthetic_audioset_keys.json", 16: "synthetic_audioset_f16_keys.json"}
 
 # Size of the release the tests share: small enough to build in seconds, large enough for every quirk.
 TEST_SPEAKERS = 24
@@ -69,3 +74,30 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         num_hidden_layers=2,
         seed=0,
     )
+
+
+def synthetic_audioset_checkpoint(tmp_path_factory, stride: int) -> Path:
+    """The shared script's synthetic AudioSet checkpoint, built once per session (about 350 MB, 5 s)."""
+    path = tmp_path_factory.getbasetemp() / "synthetic_ast" / f"audioset_synthetic_{stride}_{stride}.pth"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        partial = path.with_suffix(".partial")
+        script = REFERENCE_AST / "make_synthetic_audioset_checkpoint.py"
+        keys = REFERENCE_AST / KEY_LISTS[stride]
+        subprocess.run(
+            [sys.executable, script, "--keys", keys, "--out", partial], check=True, capture_output=True
+        )
+        partial.rename(path)
+    return path
+
+
+def converted_audioset_dir(tmp_path_factory, stride: int) -> Path:
+    """That checkpoint converted with the AudioSet label CSV, once per session."""
+    out = tmp_path_factory.getbasetemp() / "synthetic_ast" / f"converted_{stride}_{stride}"
+    if not out.exists():
+        from vocalsound_hf.conversion import convert_original_checkpoint
+
+        convert_original_checkpoint(
+            synthetic_audioset_checkpoint(tmp_path_factory, stride), out, AUDIOSET_CSV
+        )
+    return out
