@@ -1,0 +1,249 @@
+"""The Space (``spaces_demo/app.py``) as a real server in a subprocess, met by an API client and a browser.
+
+The browser test drives Debian's ``chromium`` with Playwright and saves screenshots under ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from vocalsound_hf.inference import AudioClassifier
+from vocalsound_hf.release import CLASS_NAMES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+APP = REPO_ROOT / "spaces_demo" / "app.py"
+ARTIFACTS = REPO_ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+SR = 16_000
+# Keeps Chromium from reaching anything but the local server.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **extra}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _clip(path: Path, seconds: float, sr: int = SR, seed: int = 0) -> Path:
+    """Noise bursts on a quiet floor: a deterministic clip the model can chew on."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * sr)
+    envelope = (np.sin(np.linspace(0, 6 * np.pi, n)) > 0.5) + 0.05
+    sf.write(path, (0.2 * envelope * rng.standard_normal(n)).astype(np.float32), sr)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    """``python spaces_demo/app.py MODEL`` on a free port; yields its URL and log file, and always stops it."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    # The model comes from argv; a bogus VOCALSOUND_MODEL shows that argv wins over it.
+    env = _env(GRADIO_SERVER_PORT=str(port), VOCALSOUND_MODEL="/nonexistent/model")
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(APP), str(tiny_model_dir)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer within 120 s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield url, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server[0], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def fast_classifier(tiny_model_dir) -> AudioClassifier:
+    # The Space runs the fast path unless VOCALSOUND_FAST=0.
+    return AudioClassifier.from_pretrained(tiny_model_dir, fast=True)
+
+
+def _confidences(label_output: dict) -> dict[str, float]:
+    return {row["label"]: row["confidence"] for row in label_output["confidences"]}
+
+
+@pytest.mark.slow
+def test_classify_endpoint_returns_six_probabilities(client, fast_classifier, server, tmp_path):
+    from gradio_client import handle_file
+
+    clip = _clip(tmp_path / "clip.wav", 1.0)
+    label, spectrogram, info, _timeline, table = client.predict(handle_file(str(clip)), api_name="/classify")
+    confidences = _confidences(label)
+    assert set(confidences) == set(CLASS_NAMES)
+    assert sum(confidences.values()) == pytest.approx(1, abs=1e-4)
+    # The page shows what the library computes.
+    expected = fast_classifier.classify(clip).probabilities
+    assert confidences == pytest.approx(expected, abs=1e-5)
+    assert label["label"] == max(expected, key=expected.get)
+    assert "**Duration** 1.00 s" in info and "prediction took" in info
+    assert spectrogram is not None
+    assert [row[2] for row in table["data"]] == [label["label"]]
+
+
+@pytest.mark.slow
+def test_long_recording_gets_a_window_table(client, fast_classifier, tmp_path):
+    from gradio_client import handle_file
+
+    recording = _clip(tmp_path / "long.flac", 4.0, sr=44_100)
+    _label, _spectrogram, info, _timeline, table = client.predict(
+        handle_file(str(recording)), api_name="/classify"
+    )
+    expected = fast_classifier.classify(recording)
+    rows = table["data"]
+    assert len(rows) == len(expected.windows) > 1
+    assert [row[0] for row in rows] == [round(w.start_s, 2) for w in expected.windows]
+    assert [row[2] for row in rows] == [w.label for w in expected.windows]
+    assert f"{len(rows)} windows of" in info
+
+
+@pytest.mark.slow
+def test_bad_files_get_a_message_and_the_next_request_works(client, server, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio at all\n" * 20)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(SR, np.float32), SR)
+    three_minutes = tmp_path / "three_minutes.flac"
+    sf.write(three_minutes, np.zeros(180 * 8000, np.int16), 8000)
+    expected = {
+        bad: "not a readable audio file",
+        silent: "the recording is silent",
+        three_minutes: "3.0 min is longer than the limit of 2 min",
+    }
+    for path, message in expected.items():
+        with pytest.raises(AppError, match=f"Cannot classify this audio: {message}"):
+            client.predict(handle_file(str(path)), api_name="/classify")
+        good = client.predict(handle_file(str(_clip(tmp_path / "good.wav", 1.0))), api_name="/classify")
+        assert sum(_confidences(good[0]).values()) == pytest.approx(1, abs=1e-4)
+    log = server[1].read_text()
+    assert "rejected bad.wav: not a readable audio file" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_uploads_over_the_size_limit_are_refused(server, tmp_path):
+    big = tmp_path / "big.wav"
+    with big.open("wb") as out:
+        out.truncate(51 * 2**20)
+    with big.open("rb") as data:
+        response = httpx.post(f"{server[0]}gradio_api/upload", files={"files": ("big.wav", data)}, timeout=60)
+    assert response.status_code == 413
+    assert "maximum allowed size" in response.text
+
+
+@pytest.mark.slow
+def test_missing_model_exits_with_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(APP)],
+        cwd=REPO_ROOT,
+        env=_env(VOCALSOUND_MODEL=str(tmp_path / "no_model"), GRADIO_SERVER_PORT=str(_free_port())),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cannot load the model '{tmp_path / 'no_model'}'")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_browser_upload_shows_the_label_and_errors(server, fast_classifier, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    bad = tmp_path / "not_audio.wav"
+    bad.write_text("not audio at all\n" * 20)
+    good = _clip(tmp_path / "good.wav", 1.0, seed=3)
+    top = fast_classifier.classify(good).label
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(server[0], wait_until="networkidle")
+            page.set_input_files("input[type=file]", str(bad))
+            expect(page.get_by_text("Cannot classify this audio: not a readable audio file")).to_be_visible(
+                timeout=60_000
+            )
+            page.screenshot(path=ARTIFACTS / "demo_bad_file.png", full_page=True)
+            # After an upload the file input is gone until the Audio component is cleared.
+            page.get_by_role("button", name="Clear").first.click()
+            page.set_input_files("input[type=file]", str(good))
+            expect(page.get_by_test_id("label-output-value")).to_have_text(top, timeout=60_000)
+            shot = ARTIFACTS / "demo_label.png"
+            page.screenshot(path=shot, full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshots: {shot} and {ARTIFACTS / 'demo_bad_file.png'}")
+    assert shot.stat().st_size > 10_000
+
+
+def test_space_folder_is_complete():
+    space = REPO_ROOT / "spaces_demo"
+    readme = (space / "README.md").read_text()
+    front_matter = readme.split("---")[1]
+    for key in ("title:", "sdk: gradio", "app_file: app.py", "short_description:", "license:"):
+        assert key in front_matter, key
+    assert "VOCALSOUND_MODEL" in readme
+    requirements = (space / "requirements.txt").read_text()
+    assert "vocalsound-hf" in requirements and "gradio" in requirements
+    examples = sorted((space / "examples").glob("*.wav"))
+    assert 3 <= len(examples) <= 6
+    for example in examples:
+        info = sf.info(example)
+        assert info.samplerate == SR and info.duration <= 10 and example.stat().st_size < 400_000
+    # torchcodec decodes through FFmpeg's shared libraries, which the Space installs from packages.txt.
+    assert "ffmpeg" in (space / "packages.txt").read_text().split()
