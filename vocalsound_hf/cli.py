@@ -29,7 +29,7 @@ def _synth_release(args: argparse.Namespace) -> None:
 def _export_dataset(args: argparse.Namespace) -> None:
     from .publish import export_dataset
 
-    export_dataset(
+    out = export_dataset(
         args.data_dir,
         args.out,
         config=args.config,
@@ -37,6 +37,7 @@ def _export_dataset(args: argparse.Namespace) -> None:
         num_proc=args.num_proc,
         skip_bad_audio=args.skip_bad_audio,
     )
+    print(out)
 
 
 def _norm_stats(args: argparse.Namespace) -> None:
@@ -48,8 +49,9 @@ def _norm_stats(args: argparse.Namespace) -> None:
 
 def _init_model(args: argparse.Namespace) -> None:
     from .modeling import init_model_dir
+    from .release import PAPER_NORM_MEAN, PAPER_NORM_STD
 
-    init_model_dir(
+    path = init_model_dir(
         args.out_dir,
         model_size=args.model_size,
         input_tdim=args.input_tdim,
@@ -58,30 +60,52 @@ def _init_model(args: argparse.Namespace) -> None:
         imagenet_pretrain=args.imagenet,
         audioset_pretrain=args.audioset,
         head=args.head,
+        norm_mean=PAPER_NORM_MEAN if args.norm_mean is None else args.norm_mean,
+        norm_std=PAPER_NORM_STD if args.norm_std is None else args.norm_std,
+        seed=args.seed,
     )
+    print(path)
 
 
 def _convert_checkpoint(args: argparse.Namespace) -> None:
     from .conversion import convert_original_checkpoint
 
-    convert_original_checkpoint(args.checkpoint, args.out_dir, label_csv=args.label_csv)
+    path = convert_original_checkpoint(
+        args.checkpoint,
+        args.out_dir,
+        label_csv=args.label_csv,
+        fstride=args.fstride,
+        tstride=args.tstride,
+        input_tdim=args.input_tdim,
+        norm_mean=args.norm_mean,
+        norm_std=args.norm_std,
+    )
+    print(path)
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from transformers.utils import logging as transformers_logging
+
     from .inference import predict_files
 
+    # The weight-loading progress bar would interleave with the results and the one-line errors.
+    transformers_logging.disable_progress_bar()
     predict_files(args.model, args.audio, top_k=args.top_k, as_json=args.json, fast=args.fast)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vocalsound-hf", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="vocalsound-hf", description="VocalSound and the AST baseline on the Hugging Face stack."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth-release", help="write a synthetic VocalSound release in the official layout")
     p.add_argument("out", help="output folder (or the .zip path with --zip)")
     p.add_argument("--sampling-rate", type=int, choices=(16000, 44100), default=16000)
-    p.add_argument("--speakers", type=int, default=None, help="number of speakers (default: the embedded size)")
+    p.add_argument(
+        "--speakers", type=int, default=None, help="number of speakers (default: the embedded size)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zip", action="store_true", help="write a zip archive laid out like the official one")
     p.set_defaults(func=_synth_release)
@@ -92,10 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", choices=("16k", "44k"), default="16k")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="also upload to this Hub dataset repo")
     p.add_argument("--num-proc", type=int, default=None)
-    p.add_argument("--skip-bad-audio", action="store_true", help="skip unreadable clips (reported) instead of failing")
+    p.add_argument(
+        "--skip-bad-audio", action="store_true", help="skip unreadable clips (reported) instead of failing"
+    )
     p.set_defaults(func=_export_dataset)
 
-    p = sub.add_parser("norm-stats", help="fbank mean and std of the training split, as the original AST computes them")
+    p = sub.add_parser(
+        "norm-stats", help="fbank mean and std of the training split, as the original AST computes them"
+    )
     p.add_argument("--data-dir", required=True, help="a release folder or zip, or an exported dataset folder")
     p.add_argument("--config", choices=("16k", "44k"), default="16k")
     p.add_argument("--batch-size", type=int, default=1000)
@@ -107,15 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-tdim", type=int, default=512)
     p.add_argument("--fstride", type=int, default=10)
     p.add_argument("--tstride", type=int, default=10)
-    p.add_argument("--imagenet", default=None, metavar="PATH", help="DeiT distilled checkpoint (timm file or HF model)")
-    p.add_argument("--audioset", default=None, metavar="PATH", help="AST AudioSet checkpoint (HF dir / Hub id / .pth)")
-    p.add_argument("--head", choices=("new", "audioset"), default="new")
+    p.add_argument(
+        "--imagenet", default=None, metavar="PATH", help="DeiT distilled checkpoint (timm file or HF model)"
+    )
+    p.add_argument(
+        "--audioset", default=None, metavar="PATH", help="AST AudioSet checkpoint (HF dir / Hub id / .pth)"
+    )
+    p.add_argument("--head", choices=("new", "audioset"), default="new", help="audioset: zero-shot head")
+    p.add_argument("--norm-mean", type=float, default=None, help="fbank mean (default: the paper's)")
+    p.add_argument("--norm-std", type=float, default=None, help="fbank std (default: the paper's)")
+    p.add_argument("--seed", type=int, default=None, help="seed for the randomly initialised parts")
     p.set_defaults(func=_init_model)
 
-    p = sub.add_parser("convert-checkpoint", help="convert an original AST .pth checkpoint to a transformers directory")
+    p = sub.add_parser(
+        "convert-checkpoint", help="convert an original AST .pth checkpoint to a transformers directory"
+    )
     p.add_argument("checkpoint", help="the original .pth file")
     p.add_argument("out_dir")
     p.add_argument("--label-csv", default=None, help="index,mid,display_name CSV naming the classes")
+    p.add_argument("--fstride", type=int, default=None, help="only if the tensors do not tell")
+    p.add_argument("--tstride", type=int, default=None, help="only if the tensors do not tell")
+    p.add_argument("--input-tdim", type=int, default=None, help="only if the tensors do not tell")
+    p.add_argument("--norm-mean", type=float, default=None, help="fbank mean (default: the recipe's)")
+    p.add_argument("--norm-std", type=float, default=None, help="fbank std (default: the recipe's)")
     p.set_defaults(func=_convert_checkpoint)
 
     p = sub.add_parser("predict", help="classify audio files with a saved model")
