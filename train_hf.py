@@ -1,0 +1,381 @@
+#!/usr/bin/env python
+"""Fine-tune (or evaluate) the Audio Spectrogram Transformer on VocalSound with the transformers Trainer.
+
+    accelerate launch train_hf.py recipes/vocalsound_audioset.yaml --output_dir outputs/ast --per_device_train_batch_size 12
+    python train_hf.py --dataset_name DIR --model_name_or_path outputs/ast --do_eval --output_dir outputs/eval
+
+The first argument may be a YAML or JSON recipe; arguments after it override the recipe's values. Every
+``TrainingArguments`` option is accepted (``--output_dir``, batch sizes, ``--learning_rate``, ``--bf16``,
+``--gradient_accumulation_steps``, ``--push_to_hub``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import transformers
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModelForAudioClassification,
+    HfArgumentParser,
+    TrainingArguments,
+)
+from transformers.trainer_utils import set_seed
+
+from vocalsound_hf.data import compute_norm_stats, read_norm_stats
+from vocalsound_hf.features import make_feature_extractor
+from vocalsound_hf.metrics import load_metric
+from vocalsound_hf.modeling import MODEL_SIZES, build_ast
+from vocalsound_hf.training import (
+    RECIPE_SUFFIXES,
+    FeaturePipeline,
+    OneLineLogCallback,
+    SplitMetrics,
+    VocalSoundCollator,
+    VocalSoundTrainer,
+    average_weights,
+    cache_fbank,
+    check_labels,
+    check_output_dir,
+    epoch_checkpoints,
+    evaluate_split,
+    load_splits,
+    recipe_to_argv,
+    save_model,
+    subgroup_table,
+    write_model_card,
+    write_predictions,
+    write_results,
+)
+
+logger = logging.getLogger("train_hf")
+
+
+@dataclass
+class ModelArguments:
+    """Which AST to build (or load) and how to initialise it."""
+
+    model_size: str = field(default="base384", metadata={"help": "DeiT preset", "choices": list(MODEL_SIZES)})
+    init: str = field(
+        default="scratch",
+        metadata={
+            "help": "initial weights: random, ImageNet DeiT, or AudioSet AST",
+            "choices": ["scratch", "imagenet", "audioset"],
+        },
+    )
+    init_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "weights for --init imagenet (a distilled DeiT: Hub id, folder or timm file, e.g. "
+            "facebook/deit-base-distilled-patch16-384) or audioset (an AST: Hub id, folder or original .pth, e.g. "
+            "MIT/ast-finetuned-audioset-10-10-0.4593)"
+        },
+    )
+    head: str = field(
+        default="new",
+        metadata={
+            "help": "classifier head: new, or the AudioSet head's six VocalSound rows",
+            "choices": ["new", "audioset"],
+        },
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "a trained VocalSound AST (folder or Hub id) to evaluate or fine-tune further, instead of --init"
+        },
+    )
+    input_tdim: int = field(
+        default=512, metadata={"help": "frames per clip (10 ms each); clips are padded or cut"}
+    )
+    fstride: int = field(default=10, metadata={"help": "patch stride over frequency (16 = no overlap)"})
+    tstride: int = field(default=10, metadata={"help": "patch stride over time (16 = no overlap)"})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "override the preset's depth"})
+    hidden_size: int | None = field(default=None, metadata={"help": "override the preset's width"})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "override the preset's heads"})
+    intermediate_size: int | None = field(default=None, metadata={"help": "override the preset's MLP width"})
+    wa_start: int | None = field(
+        default=None,
+        metadata={"help": "average the weights of epochs wa_start..wa_end (1-based) and evaluate them too"},
+    )
+    wa_end: int | None = field(
+        default=None, metadata={"help": "last epoch of weight averaging (default: the last)"}
+    )
+
+    def architecture_overrides(self) -> dict[str, int]:
+        names = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how its features are made."""
+
+    data_dir: str | None = field(default=None, metadata={"help": "a raw VocalSound release (folder or zip)"})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "a Hub dataset id or an exported dataset folder"}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "dataset config (16k or 44k)"})
+    split_source: str = field(
+        default="datafiles",
+        metadata={
+            "help": "with --data_dir: the official split files or every wav by speaker",
+            "choices": ["datafiles", "speakers"],
+        },
+    )
+    norm_mean: float | None = field(
+        default=None, metadata={"help": "fbank mean (default: the dataset card's, else computed)"}
+    )
+    norm_std: float | None = field(
+        default=None, metadata={"help": "fbank std (default: the dataset card's, else computed)"}
+    )
+    cache_features: bool = field(
+        default=False,
+        metadata={"help": "compute fbanks once with datasets.map instead of per batch (no --mixup)"},
+    )
+
+
+@dataclass
+class AugmentationArguments:
+    """The original recipe's training augmentations (off for validation and test)."""
+
+    freqm: int = field(default=0, metadata={"help": "SpecAugment frequency mask width (48 in the paper)"})
+    timem: int = field(default=0, metadata={"help": "SpecAugment time mask width (192 in the paper)"})
+    mixup: float = field(
+        default=0.0, metadata={"help": "probability of waveform mixup with Beta(10, 10) (soft targets)"}
+    )
+    roll: bool = field(default=False, metadata={"help": "random circular time roll of the fbank"})
+    noise: bool = field(default=False, metadata={"help": "the original's uniform fbank noise"})
+
+
+# What this script needs from TrainingArguments unless the user says otherwise: evaluate and save every
+# epoch, keep the best validation accuracy, log each epoch, and keep the audio column for the collator.
+TRAINING_DEFAULTS = dict(
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    logging_strategy="epoch",
+    load_best_model_at_end=True,
+    metric_for_best_model="accuracy",
+    remove_unused_columns=False,
+    ddp_find_unused_parameters=False,
+)
+
+
+# TrainingArguments shown in the model card's recipe.
+RECIPE_TRAINING_KEYS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "seed",
+    "bf16",
+    "fp16",
+)
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, AugmentationArguments, TrainingArguments))
+    parser.set_defaults(**TRAINING_DEFAULTS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].endswith(RECIPE_SUFFIXES):
+        argv = recipe_to_argv(argv[0], parser) + argv[1:]
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, aug_args, training_args = parse_args(argv)
+
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()]
+    )
+    if training_args.should_log:  # as the transformers examples: INFO on the main process, WARNING elsewhere
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    for name in ("train_hf", "vocalsound_hf"):
+        logging.getLogger(name).setLevel(log_level)
+    datasets.utils.logging.set_verbosity(max(log_level, logging.WARNING))
+    transformers.utils.logging.set_verbosity(max(log_level, logging.WARNING))
+    logger.info(
+        "process %d of %d, device %s, bf16 %s, fp16 %s",
+        training_args.process_index,
+        training_args.world_size,
+        training_args.device,
+        training_args.bf16,
+        training_args.fp16,
+    )
+
+    # Everything that can be wrong with the input is checked here, before any training step.
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = True
+    check_output_dir(training_args.output_dir, resume=bool(resume) and training_args.do_train)
+    if training_args.do_train:
+        if training_args.remove_unused_columns:
+            raise ValueError("--remove_unused_columns must be false: the collator reads the 'audio' column")
+        if model_args.wa_start is not None:
+            model_args.wa_end = model_args.wa_end or int(training_args.num_train_epochs)
+            if not 1 <= model_args.wa_start <= model_args.wa_end <= training_args.num_train_epochs:
+                raise ValueError(
+                    f"--wa_start {model_args.wa_start} / --wa_end {model_args.wa_end}: expected "
+                    f"1 <= wa_start <= wa_end <= num_train_epochs ({training_args.num_train_epochs})"
+                )
+            if training_args.save_strategy != "epoch" or training_args.save_total_limit is not None:
+                raise ValueError(
+                    "weight averaging needs every epoch's checkpoint: save_strategy epoch, no save_total_limit"
+                )
+    if data_args.cache_features and aug_args.mixup > 0:
+        raise ValueError("--mixup mixes waveforms before the fbank, so it cannot use --cache_features")
+    if model_args.init != "scratch" and model_args.init_checkpoint is None:
+        raise ValueError(
+            f"--init {model_args.init} needs --init_checkpoint (a Hub id, folder or file of the weights)"
+        )
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise ValueError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+
+    splits = (
+        (["train", "validation"] if training_args.do_train else [])
+        + (["validation", "test"] if training_args.do_eval else [])
+        + (["test"] if training_args.do_predict else [])
+    )
+    with training_args.main_process_first(desc="loading the dataset"):
+        raw = load_splits(
+            data_args.data_dir,
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            dict.fromkeys(splits),
+            split_source=data_args.split_source,
+        )
+    source = data_args.dataset_name or data_args.data_dir
+    label_names = raw[splits[0]].features["label"].names
+    logger.info("data %s: %s", source, ", ".join(f"{name} {len(split)} clips" for name, split in raw.items()))
+
+    set_seed(training_args.seed)
+    if model_args.model_name_or_path:
+        model = AutoModelForAudioClassification.from_pretrained(model_args.model_name_or_path)
+        feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
+        norm_mean, norm_std = feature_extractor.mean, feature_extractor.std
+        base_model = model_args.model_name_or_path
+    else:
+        stats = None
+        if data_args.norm_mean is not None and data_args.norm_std is not None:
+            stats = (data_args.norm_mean, data_args.norm_std)
+        elif data_args.dataset_name:
+            stats = read_norm_stats(data_args.dataset_name, data_args.dataset_config_name)
+        if stats is None:
+            if "train" not in raw:
+                raise ValueError(
+                    "no norm stats: pass --norm_mean and --norm_std, or a dataset with a train split"
+                )
+            stats = compute_norm_stats(raw["train"], max_length=model_args.input_tdim)
+            logger.info("computed fbank stats of the train split: --norm_mean %.7f --norm_std %.7f", *stats)
+        norm_mean, norm_std = stats
+        model = build_ast(
+            label_dim=len(label_names),
+            fstride=model_args.fstride,
+            tstride=model_args.tstride,
+            input_tdim=model_args.input_tdim,
+            imagenet_pretrain=model_args.init_checkpoint if model_args.init == "imagenet" else None,
+            audioset_pretrain=model_args.init_checkpoint if model_args.init == "audioset" else None,
+            model_size=model_args.model_size,
+            head=model_args.head,
+            labels=label_names,
+            **model_args.architecture_overrides(),
+        )
+        feature_extractor = make_feature_extractor(model_args.input_tdim, norm_mean, norm_std)
+        base_model = model_args.init_checkpoint
+    check_labels(model.config, label_names, source)
+    max_length = model.config.max_length
+    logger.info("fbank normalisation: mean %.7f, std %.7f; %d frames", norm_mean, norm_std, max_length)
+
+    if data_args.cache_features:
+        with training_args.main_process_first(desc="caching fbank features"):
+            raw = datasets.DatasetDict({name: cache_fbank(split, max_length) for name, split in raw.items()})
+
+    metric = load_metric()
+    trainer = VocalSoundTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=raw.get("train"),
+        eval_dataset=raw.get("validation"),
+        data_collator=VocalSoundCollator(max_length),
+        processing_class=feature_extractor,
+        compute_metrics=SplitMetrics(metric, label_names),
+        callbacks=[OneLineLogCallback()],
+        features=FeaturePipeline(norm_mean, norm_std, max_length, **asdict(aug_args)),
+    )
+
+    results: dict = {"world_size": training_args.world_size, "norm_mean": norm_mean, "norm_std": norm_std}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=resume)
+        results.update(train_result.metrics)
+        best = trainer.state.best_model_checkpoint
+        results["selected_model"] = Path(best).name if best else "the last epoch"
+    if training_args.do_eval:
+        results.update(evaluate_split(trainer, raw["validation"], "validation", metric))
+        results.update(evaluate_split(trainer, raw["test"], "test", metric))
+    if training_args.do_train and model_args.wa_start is not None:
+        kept = {key: value.clone() for key, value in trainer.model.state_dict().items()}
+        checkpoints = epoch_checkpoints(training_args.output_dir, model_args.wa_start, model_args.wa_end)
+        trainer.model.load_state_dict(average_weights(type(trainer.model), checkpoints))
+        results.update(evaluate_split(trainer, raw["validation"], "validation", metric, prefix="wa_"))
+        results.update(evaluate_split(trainer, raw["test"], "test", metric, prefix="wa_"))
+        # The weight average competes with the best epoch on validation accuracy, like any other checkpoint.
+        if results["wa_validation_accuracy"] > results["validation_accuracy"]:
+            results["selected_model"] = (
+                f"the weight average of epochs {model_args.wa_start}-{model_args.wa_end}"
+            )
+            for key in [k for k in results if k.startswith(("validation_", "test_"))]:
+                results[key] = results["wa_" + key]
+        else:
+            trainer.model.load_state_dict(kept)
+    if training_args.do_predict:
+        predictions = trainer.predict(raw["test"], metric_key_prefix="test")
+        if trainer.is_world_process_zero():
+            write_predictions(
+                Path(training_args.output_dir) / "predictions_test.csv",
+                raw["test"],
+                predictions.predictions,
+                label_names,
+            )
+
+    if training_args.do_train:
+        save_model(trainer, training_args.output_dir)
+    if trainer.is_world_process_zero():
+        write_results(training_args.output_dir, results)
+        if training_args.do_train:
+            write_model_card(
+                training_args.output_dir,
+                results,
+                model_name=training_args.hub_model_id or f"ast-vocalsound-{model_args.model_size}",
+                # A local folder is no Hub id for the card's metadata.
+                dataset_id=None if Path(source).exists() else source,
+                base_model=base_model,
+                recipe={
+                    **{k: v for k, v in asdict(model_args).items() if v is not None},
+                    **asdict(aug_args),
+                    **{k: getattr(training_args, k) for k in RECIPE_TRAINING_KEYS},
+                    "world_size": training_args.world_size,
+                },
+            )
+        if "test_accuracy" in results:
+            logger.info(
+                "accuracy %% of %s by subgroup:\n%s",
+                results["selected_model"] if training_args.do_train else model_args.model_name_or_path,
+                subgroup_table(results),
+            )
+        logger.info("wrote the results and the model card to %s", training_args.output_dir)
+    if training_args.push_to_hub and training_args.do_train:
+        trainer.push_to_hub()
+    return results
+
+
+if __name__ == "__main__":
+    main()
