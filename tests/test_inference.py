@@ -284,7 +284,9 @@ def test_one_cough_in_a_minute_of_silence(energy_cough, test_clips):
 def test_fast_path_agrees_with_fp32(structured_model, classifier, test_clips):
     fast = AudioClassifier.from_pretrained(structured_model, fast=True)
     quantised = [m for m in fast.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
-    assert len(quantised) == 12 * 6 + 1  # q, k, v, attention output and two MLP layers per block; the head
+    assert len(quantised) == 12 * 6  # q, k, v, attention output and two MLP layers per block
+    assert all(m.weight().qscheme() == torch.per_channel_affine for m in quantised)
+    assert isinstance(fast.model.classifier.dense, torch.nn.Linear)  # the head stays fp32
     # The first window of every clip, in one batch through each model.
     features = classifier.log_mel([load_audio(path) for path in test_clips])
     fp32, int8 = classifier.probabilities(features), fast.probabilities(features)

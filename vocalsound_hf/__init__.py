@@ -22,9 +22,11 @@ _EXPORTS = {
     "batch_fbank": "features",
     "compute_norm_stats": "data",
     "build_ast": "modeling",
+    "init_model_dir": "modeling",
     "MODEL_SIZES": "modeling",
     "convert_original_checkpoint": "conversion",
     "AudioClassifier": "inference",
+    "load_metric": "metrics",
 }
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "compute_norm_stats",
     "convert_original_checkpoint",
     "export_dataset",
+    "init_model_dir",
+    "load_metric",
     "load_vocalsound",
     "make_feature_extractor",
     "make_synthetic_release",
@@ -47,7 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .data import VocalSound, compute_norm_stats, load_vocalsound
     from .features import batch_fbank, make_feature_extractor
     from .inference import AudioClassifier
-    from .modeling import MODEL_SIZES, build_ast
+    from .metrics import load_metric
+    from .modeling import MODEL_SIZES, build_ast, init_model_dir
     from .publish import export_dataset
     from .release import CLASS_NAMES
     from .synth import make_synthetic_release
