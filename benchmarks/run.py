@@ -43,7 +43,7 @@ REFERENCE_AST = REPO.parent / "shared" / "reference" / "ast"
 RESULTS_JSON = REPO / "benchmarks" / "results.json"
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 START_MARKER, END_MARKER = "<!-- bench:start -->", "<!-- bench:end -->"
-DEFAULT_QUICKSTART_MODEL = REPO / "outputs" / "quickstart"
+DEFAULT_QUICKSTART_MODEL = REPO / "outputs" / "quickstart" / "model"
 
 # (full, quick) sizes of every measurement.
 SETTINGS = {
