@@ -33,7 +33,7 @@ echo "== 3/4 fine-tune and evaluate -> $OUT/model"
 cat "$OUT/model/all_eval_result.csv"
 
 echo "== 4/4 classify a clip with transformers.pipeline"
-clip=$(find "$OUT/vs_release_16k/audio_16k" -name '*_cough.wav' -size +20k | sort | head -n 1)
+clip=$(find "$OUT/vs_release_16k/audio_16k" -name '*_cough.wav' -size +20k | sort | sed -n 1p)  # sed reads all input: head would SIGPIPE sort under pipefail
 "$BIN/python" - "$OUT/model" "$clip" <<'PY'
 import sys
 
