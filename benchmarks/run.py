@@ -30,7 +30,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -366,23 +365,16 @@ def markdown_table(results: dict) -> str:
 
 def update_benchmarks_md(table: str, path: Path = BENCHMARKS_MD) -> bool:
     """Replace the block between the bench markers of ``path``, atomically; False if the file or markers lack."""
+    from vocalsound_hf.training import write_text_atomically
+
     if not path.is_file():
         return False
     text = path.read_text()
     start, end = text.find(START_MARKER), text.find(END_MARKER)
     if start < 0 or end < start:
         return False
-    _write_atomically(path, text[: start + len(START_MARKER)] + "\n" + table + "\n" + text[end:])
+    write_text_atomically(path, text[: start + len(START_MARKER)] + "\n" + table + "\n" + text[end:])
     return True
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary sibling renamed into place, so a reader never sees half a file."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, mode)  # NamedTemporaryFile creates 0600
-    os.replace(tmp.name, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
 
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(RESULTS_JSON, json.dumps(results, indent=2) + "\n")
+    from vocalsound_hf.training import write_text_atomically
+
+    write_text_atomically(RESULTS_JSON, json.dumps(results, indent=2) + "\n")
     table = markdown_table(results)
     print(table)
     if update_benchmarks_md(table):

@@ -298,6 +298,12 @@ def test_result_files(tmp_path):
         "all_eval_result.csv",
         "results.json",
     ]  # no temp files
+    # Readable like any file the user writes (mkstemp alone would leave them 0600), and a rewrite keeps
+    # the mode the user gave the file.
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+    (tmp_path / "results.json").chmod(0o640)
+    write_results(tmp_path, results)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o640
 
 
 # --- end to end --------------------------------------------------------------------------------------------

@@ -457,12 +457,19 @@ def check_output_dir(output_dir: str, resume: bool) -> None:
         )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` and rename it into place."""
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path`` and rename it into place.
+
+    A reader never sees half a file, and a failure leaves the old file as it was. The file keeps the mode
+    of the one it replaces (0644 for a new one): ``mkstemp`` alone would leave results readable only by
+    their owner.
+    """
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as handle:
             handle.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -489,13 +496,13 @@ def eval_result_row(results: Mapping[str, Any], prefix: str = "") -> str:
 def write_results(output_dir: str | os.PathLike, results: Mapping[str, Any]) -> None:
     """Write ``results.json`` and ``all_eval_result.csv`` (and ``wa_eval_result.csv`` with weight averaging)."""
     output_dir = Path(output_dir)
-    _write_atomically(output_dir / RESULTS_FILE, json.dumps(_json_safe(dict(results)), indent=2) + "\n")
+    write_text_atomically(output_dir / RESULTS_FILE, json.dumps(_json_safe(dict(results)), indent=2) + "\n")
     if "test_accuracy" in results:
-        _write_atomically(
+        write_text_atomically(
             output_dir / EVAL_RESULT_FILE, f"{EVAL_RESULT_HEADER}\n{eval_result_row(results)}\n"
         )
     if "wa_test_accuracy" in results:
-        _write_atomically(
+        write_text_atomically(
             output_dir / WA_EVAL_RESULT_FILE, f"{EVAL_RESULT_HEADER}\n{eval_result_row(results, 'wa_')}\n"
         )
 
@@ -516,7 +523,7 @@ def write_predictions(
         writer.writerow(
             [name, label_names[label], class_names[int(row.argmax())], *(f"{p:.6f}" for p in row)]
         )
-    _write_atomically(path, buffer.getvalue())
+    write_text_atomically(path, buffer.getvalue())
 
 
 class OneLineLogCallback(TrainerCallback):
@@ -676,7 +683,7 @@ classifier("clip.wav")  # any sampling rate; the pipeline resamples to 16 kHz
 ```
 """
     card = ModelCard(content)
-    _write_atomically(Path(output_dir) / "README.md", str(card))
+    write_text_atomically(Path(output_dir) / "README.md", str(card))
 
 
 def save_model(trainer: Trainer, output_dir: str | os.PathLike) -> None:
