@@ -6,17 +6,18 @@ Writes ``benchmarks/results.json``, prints a Markdown table and puts the same ta
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers of ``BENCHMARKS.md`` (only that block is
 replaced). ``--quick`` uses fewer clips and iterations, for under 2 minutes on an otherwise idle 2-core
 machine once the synthetic checkpoint is cached (its first generation, ~350 MB, adds about a minute); the full
-run takes about 10 minutes.
+run takes about 40 minutes, most of it the agreement check over every clip of the default synthetic release.
 
 1. Features: clips/s over one batch of 2-8 s clips, ``batch_fbank`` vs ``ASTFeatureExtractor`` vs a per-clip
    ``torchaudio.compliance.kaldi.fbank`` loop, interleaved repetitions, median.
 2. Inference, AST base at 512 frames, batch 1, on ``--threads`` threads: p50/p90 latency of the model's
    forward pass for transformers fp32 (eager and sdpa attention) and the demo's fast path
-   (``AudioClassifier.from_pretrained(..., fast=True)``: dynamic int8), on the same features. Top-1 agreement
-   of the fast path with fp32 sdpa is measured on weights with real structure: the synthetic AudioSet
-   checkpoint of ``../shared/reference/ast`` (``build_ast(audioset_pretrain=..., head="audioset")``, positional
-   grid adapted to 512 frames, the six VocalSound rows of its AudioSet head) over the clips of a synthetic
-   release, and on the quickstart-trained model when there is one.
+   (``AudioClassifier.from_pretrained(..., fast=True)``: int8 linear layers, bf16 attention), on the same
+   features, in alternating blocks. Top-1 agreement of the fast path with fp32 sdpa is measured on weights with
+   real structure: the synthetic AudioSet checkpoint of ``../shared/reference/ast``
+   (``build_ast(audioset_pretrain=..., head="audioset")``, positional grid adapted to 512 frames, the six
+   VocalSound rows of its AudioSet head) over every decodable clip of the default synthetic release (a
+   12-speaker one with ``--quick``), and on the quickstart-trained model when there is one.
 3. Training: clips/s of training steps (features with the recipe's augmentations, forward, backward, Adam)
    for the tiny224 and base384 presets on the CPU, and on a GPU when there is one.
 """
@@ -49,15 +50,15 @@ SETTINGS = {
     "full": {
         "feature_clips": 64,
         "feature_repeats": 7,
-        "latency_iterations": 10,
-        "release_speakers": 12,
+        "latency_iterations": 20,
+        "release_speakers": None,  # the default synthetic release (300 speakers)
         "agreement_clips": None,  # every decodable clip of the release
         "train": {"tiny224": (8, 3), "base384": (2, 2)},  # (batch size, timed steps)
     },
     "quick": {
         "feature_clips": 32,
         "feature_repeats": 3,
-        "latency_iterations": 3,
+        "latency_iterations": 4,
         "release_speakers": 12,
         "agreement_clips": 8,
         "train": {"tiny224": (2, 1), "base384": (1, 1)},
@@ -150,14 +151,17 @@ def _audioset_model_dir(cache_dir: Path) -> Path:
     return model_dir
 
 
-def _release_clips(cache_dir: Path, num_speakers: int) -> list:
-    """Every decodable clip of a synthetic release (its deliberately broken files are skipped), by name."""
+def _release_clips(cache_dir: Path, num_speakers: int | None) -> list:
+    """Every decodable clip of a synthetic release (its deliberately broken files are skipped), by name.
+
+    ``num_speakers=None`` is the default release, the one ``vocalsound-hf synth`` makes.
+    """
     import soundfile as sf
     import torch
 
     from vocalsound_hf.synth import make_synthetic_release
 
-    root = cache_dir / f"synthetic_release_{num_speakers}"
+    root = cache_dir / f"synthetic_release_{num_speakers or 'default'}"
     if not root.is_dir():
         make_synthetic_release(root, sampling_rate=16000, num_speakers=num_speakers, seed=0)
     clips = []
@@ -171,16 +175,23 @@ def _release_clips(cache_dir: Path, num_speakers: int) -> list:
     return clips
 
 
-def _latencies(model, features, iterations: int) -> list[float]:
+def _latencies(models: dict, features, iterations: int, rounds: int = 2) -> dict[str, list[float]]:
+    """Seconds per forward pass of each model, in ``rounds`` alternating blocks so that load drift hits all alike.
+
+    Each block repeats one model, as a server repeats its one model, after a warm-up call (the first call
+    allocates and packs weights).
+    """
     import torch
 
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        model(input_values=features)  # warm-up: the first call allocates and packs weights
-        times = []
-        for _ in range(iterations):
-            start = time.perf_counter()
-            model(input_values=features)
-            times.append(time.perf_counter() - start)
+        for _ in range(rounds):
+            for name, model in models.items():
+                model(input_values=features)
+                for _ in range(max(1, iterations // rounds)):
+                    start = time.perf_counter()
+                    model(input_values=features)
+                    times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -192,15 +203,17 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _top1_agreement(reference, candidate, features, batch_size: int = 8) -> float:
+def _top1_agreement(reference, candidate, features, label: str, batch_size: int = 8) -> float:
     import torch
+    from tqdm.auto import tqdm
 
     agree = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), tqdm(total=len(features), desc=label, unit="clip", disable=False) as bar:
         for chunk in features.split(batch_size):
             a = reference(input_values=chunk).logits.argmax(-1)
             b = candidate(input_values=chunk).logits.argmax(-1)
             agree += int((a == b).sum())
+            bar.update(len(chunk))
     return agree / len(features)
 
 
@@ -218,14 +231,13 @@ def bench_inference(settings: dict, cache_dir: Path, quickstart_model: Path | No
     if settings["agreement_clips"] is not None:
         clips = clips[: settings["agreement_clips"]]
     features = fast.log_mel(clips)
-    one = features[:1]
+    models = {"fp32_eager": eager, "fp32_sdpa": sdpa, "fast": fast.model}
     result = {}
-    for name, model in (("fp32_eager", eager), ("fp32_sdpa", sdpa), ("fast", fast.model)):
-        times = _latencies(model, one, settings["latency_iterations"])
+    for name, times in _latencies(models, features[:1], settings["latency_iterations"]).items():
         result[f"{name}_p50_s"] = _percentile(times, 0.5)
         result[f"{name}_p90_s"] = _percentile(times, 0.9)
     result["fast_speedup_vs_fp32_sdpa_p50"] = result["fp32_sdpa_p50_s"] / result["fast_p50_s"]
-    result["fast_top1_agreement"] = _top1_agreement(sdpa, fast.model, features)
+    result["fast_top1_agreement"] = _top1_agreement(sdpa, fast.model, features, "agreement, AudioSet weights")
     result["agreement_clips"] = len(features)
     result["latency_iterations"] = settings["latency_iterations"]
     result["model"] = "AST base384, stride 10, 512 frames, synthetic AudioSet weights (6 VocalSound rows)"
@@ -235,7 +247,7 @@ def bench_inference(settings: dict, cache_dir: Path, quickstart_model: Path | No
         candidate = AudioClassifier.from_pretrained(quickstart_model, fast=True, device="cpu")
         quickstart_features = reference.log_mel(clips)
         result["quickstart_fast_top1_agreement"] = _top1_agreement(
-            reference.model, candidate.model, quickstart_features
+            reference.model, candidate.model, quickstart_features, "agreement, quickstart model"
         )
         result["quickstart_model"] = str(quickstart_model)
     return result
@@ -336,7 +348,7 @@ def markdown_table(results: dict) -> str:
     for name, label in (
         ("fp32_eager", "transformers fp32, eager attention"),
         ("fp32_sdpa", "transformers fp32, sdpa attention"),
-        ("fast", "fast path (demo, dynamic int8)"),
+        ("fast", "fast path (demo: int8 linear, bf16 attention)"),
     ):
         lines.append(f"| {label} | {inference[f'{name}_p50_s']:.3f} | {inference[f'{name}_p90_s']:.3f} |")
     lines += [

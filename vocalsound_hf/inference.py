@@ -191,7 +191,7 @@ class AudioClassifier:
     ) -> AudioClassifier:
         """Load a model directory or Hub id (safetensors weights only).
 
-        ``fast`` applies dynamic int8 quantisation to the linear layers, the fast CPU path; it needs
+        ``fast`` gives the fast CPU path (int8 linear layers, bf16 attention; see ``_fast_cpu_model``); it needs
         ``device`` to be the CPU. ``device`` defaults to CUDA when available, otherwise the CPU.
         """
         from transformers import ASTFeatureExtractor, ASTForAudioClassification
@@ -200,19 +200,19 @@ class AudioClassifier:
             device = "cpu" if fast or not torch.cuda.is_available() else "cuda"
         device = torch.device(device)
         if fast and device.type != "cpu":
-            raise ValueError(f"the fast path (dynamic int8) runs on the CPU, not {device}")
+            raise ValueError(f"the fast path (int8 and bf16 CPU kernels) runs on the CPU, not {device}")
         started = time.perf_counter()
         model = ASTForAudioClassification.from_pretrained(str(name_or_path), use_safetensors=True).to(device)
         feature_extractor = ASTFeatureExtractor.from_pretrained(str(name_or_path))
         if fast:
-            model = _quantize_dynamic(model.eval())
+            model = _fast_cpu_model(model.eval())
         classifier = cls(model, feature_extractor, fast=fast)
         logger.info(
             "loaded %s: %d labels, %d-frame window, %s on %s in %.1f s",
             name_or_path,
             len(classifier.labels),
             classifier.max_length,
-            "int8 dynamic" if fast else "fp32",
+            "int8/bf16 fast path" if fast else "fp32",
             device,
             time.perf_counter() - started,
         )
@@ -341,13 +341,85 @@ class AudioClassifier:
         return prediction
 
 
-def _quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of the encoder's ``nn.Linear`` layers, with per-channel weight scales.
+# Name under which the fast path's attention is registered with transformers' ``AttentionInterface``.
+FAST_ATTENTION = "vocalsound_cpu_bf16"
+# AST's classifier reads the last layer's [CLS] and distillation tokens only (``pooler_output``).
+POOLED_TOKENS = 2
 
-    Measured on AST base (512 frames, synthetic AudioSet weights) over the synthetic test split: per-tensor
-    scales on every Linear agreed with fp32 on 99.1 % of top-1 predictions, per-channel scales on the
-    encoder only on 100 % at the same speed. The classifier head stays fp32: it is one small matrix, so
-    quantising it saves nothing and moves the logits most directly.
+
+def _bf16_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Attention with bf16 matmuls and softmax: the fast CPU path's attention.
+
+    transformers' fp32 ``sdpa`` kernel takes about 9.6 ms per AST-base layer (602 tokens, 2 cores, AVX512-BF16);
+    this takes about 6.4 ms, a third of the fast path's remaining time once the linear layers are int8. It
+    kept every top-1 decision of fp32 in the benchmark's agreement check (BENCHMARKS.md).
+    """
+    if attention_mask is not None or dropout:
+        raise ValueError(f"{FAST_ATTENTION} attention is for inference on unmasked input")
+    scores = torch.matmul(query.to(torch.bfloat16) * scaling, key.to(torch.bfloat16).transpose(-1, -2))
+    output = torch.matmul(scores.softmax(dim=-1), value.to(torch.bfloat16))
+    return output.transpose(1, 2).to(query.dtype), None
+
+
+class _InplaceGELU(torch.nn.Module):
+    """Exact GELU written over its input: the MLP's 602 x 3072 activations need no second buffer, whose fresh
+    pages cost ~1 ms per layer to fault in on a CPU."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten.gelu_(hidden_states)
+
+
+class _PooledTokensLayer(torch.nn.Module):
+    """An ``ASTLayer`` computed for the pooled tokens only: for the encoder's last layer.
+
+    Every other token's output of the last layer is discarded by the classifier. Their keys and values still
+    enter the attention, but their queries, attention rows, output projection and MLP are skipped, which
+    saves ~80 % of the last layer's work. The result for the pooled tokens is the same computation
+    (``test_pooled_tokens_layer_is_exact``); ``last_hidden_state`` then holds those tokens only.
+    """
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs) -> torch.Tensor:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+        from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
+            eager_attention_forward,
+        )
+
+        layer, attention = self.layer, self.layer.attention
+        batch = hidden_states.shape[0]
+
+        def heads(states: torch.Tensor) -> torch.Tensor:
+            return states.view(batch, states.shape[1], -1, attention.head_dim).transpose(1, 2)
+
+        normed = layer.layernorm_before(hidden_states)
+        query = heads(attention.q_proj(normed[:, :POOLED_TOKENS]))
+        key, value = heads(attention.k_proj(normed)), heads(attention.v_proj(normed))
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(
+            attention.config._attn_implementation, eager_attention_forward
+        )
+        output, _ = attend(attention, query, key, value, attention_mask, scaling=attention.scaling)
+        pooled = attention.o_proj(output.reshape(batch, POOLED_TOKENS, -1)) + hidden_states[:, :POOLED_TOKENS]
+        return pooled + layer.mlp(layer.layernorm_after(pooled))
+
+
+def _pool_last_layer_only(model: torch.nn.Module) -> torch.nn.Module:
+    layers = model.audio_spectrogram_transformer.layers
+    layers[-1] = _PooledTokensLayer(layers[-1])
+    return model
+
+
+def _fast_cpu_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The fast CPU path: int8 linear layers, bf16 attention (where the CPU has bf16 instructions), in-place
+    GELU, and a last layer computed for the pooled tokens only. Logits and ``pooler_output`` only.
+
+    Dynamic int8 quantisation of the encoder's ``nn.Linear`` layers uses per-channel weight scales. Measured on
+    AST base (512 frames, synthetic AudioSet weights) over the synthetic test split: per-tensor scales on every
+    Linear agreed with fp32 on 99.1 % of top-1 predictions, per-channel scales on the encoder only on 100 % at
+    the same speed (oneDNN's engine, 5 % faster, dropped to 98.9 %). The classifier head stays fp32: it is one
+    small matrix, so quantising it saves nothing and moves the logits most directly.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
@@ -362,7 +434,15 @@ def _quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
             {torch.nn.Linear: per_channel_dynamic_qconfig},
             dtype=torch.qint8,
         )
-    return model
+    # Without bf16 instructions oneDNN emulates bf16 matmuls, slower than fp32 sdpa: keep sdpa there.
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(FAST_ATTENTION, _bf16_attention)
+        model.set_attn_implementation(FAST_ATTENTION)
+    for layer in model.audio_spectrogram_transformer.layers:
+        layer.mlp.activation_fn = _InplaceGELU()
+    return _pool_last_layer_only(model)
 
 
 def predict_files(
