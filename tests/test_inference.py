@@ -26,12 +26,11 @@ import torch
 from vocalsound_hf import cli
 from vocalsound_hf.features import make_feature_extractor
 from vocalsound_hf.inference import (
-    FAST_ATTENTION,
     MAX_DURATION_S,
     AudioClassifier,
     AudioInputError,
-    _bf16_attention,
     _pool_last_layer_only,
+    _PooledTokensLayer,
     load_audio,
 )
 from vocalsound_hf.release import CLASS_NAMES, parse_file_name
@@ -295,8 +294,7 @@ def test_fast_path_agrees_with_fp32(structured_model, classifier, test_clips):
     assert len(quantised) == 12 * 6  # q, k, v, attention output and two MLP layers per block
     assert all(m.weight().qscheme() == torch.per_channel_affine for m in quantised)
     assert isinstance(fast.model.classifier.dense, torch.nn.Linear)  # the head stays fp32
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        assert fast.model.config._attn_implementation == FAST_ATTENTION
+    assert isinstance(fast.model.audio_spectrogram_transformer.layers[-1], _PooledTokensLayer)
     # The first window of every clip, in one batch through each model.
     features = classifier.log_mel([load_audio(path) for path in test_clips])
     fp32, int8 = classifier.probabilities(features), fast.probabilities(features)
@@ -330,19 +328,6 @@ def test_pooled_tokens_layer_is_exact(structured_model):
     # Only the pooled tokens are left in the last hidden state (the fast path is for logits).
     assert output.last_hidden_state.shape == (3, 2, expected.last_hidden_state.shape[-1])
     assert torch.allclose(output.last_hidden_state, expected.last_hidden_state[:, :2], atol=1e-5)
-
-
-def test_bf16_attention_matches_sdpa_to_bf16_precision():
-    generator = torch.Generator().manual_seed(0)
-    query, key, value = (torch.randn(2, 3, 50, 16, generator=generator) for _ in range(3))
-    expected = torch.nn.functional.scaled_dot_product_attention(query, key, value).transpose(1, 2)
-    output, weights = _bf16_attention(None, query, key, value, None, scaling=16**-0.5)
-    assert output.dtype == torch.float32 and weights is None
-    assert output.shape == expected.shape == (2, 50, 3, 16)
-    error = (output - expected).abs().max().item()
-    assert 0 < error < 0.05  # bf16 keeps ~3 significant digits
-    with pytest.raises(ValueError, match="unmasked"):
-        _bf16_attention(None, query, key, value, torch.zeros(2, 1, 50, 50), scaling=0.25)
 
 
 def test_fast_path_needs_the_cpu(structured_model):

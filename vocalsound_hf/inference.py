@@ -191,7 +191,7 @@ class AudioClassifier:
     ) -> AudioClassifier:
         """Load a model directory or Hub id (safetensors weights only).
 
-        ``fast`` gives the fast CPU path (int8 linear layers, bf16 attention; see ``_fast_cpu_model``); it needs
+        ``fast`` gives the fast CPU path (int8 linear layers; see ``_fast_cpu_model``); it needs
         ``device`` to be the CPU. ``device`` defaults to CUDA when available, otherwise the CPU.
         """
         from transformers import ASTFeatureExtractor, ASTForAudioClassification
@@ -200,7 +200,7 @@ class AudioClassifier:
             device = "cpu" if fast or not torch.cuda.is_available() else "cuda"
         device = torch.device(device)
         if fast and device.type != "cpu":
-            raise ValueError(f"the fast path (int8 and bf16 CPU kernels) runs on the CPU, not {device}")
+            raise ValueError(f"the fast path (int8 CPU kernels) runs on the CPU, not {device}")
         started = time.perf_counter()
         model = ASTForAudioClassification.from_pretrained(str(name_or_path), use_safetensors=True).to(device)
         feature_extractor = ASTFeatureExtractor.from_pretrained(str(name_or_path))
@@ -212,7 +212,7 @@ class AudioClassifier:
             name_or_path,
             len(classifier.labels),
             classifier.max_length,
-            "int8/bf16 fast path" if fast else "fp32",
+            "int8 fast path" if fast else "fp32",
             device,
             time.perf_counter() - started,
         )
@@ -341,24 +341,8 @@ class AudioClassifier:
         return prediction
 
 
-# Name under which the fast path's attention is registered with transformers' ``AttentionInterface``.
-FAST_ATTENTION = "vocalsound_cpu_bf16"
 # AST's classifier reads the last layer's [CLS] and distillation tokens only (``pooler_output``).
 POOLED_TOKENS = 2
-
-
-def _bf16_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Attention with bf16 matmuls and softmax: the fast CPU path's attention.
-
-    transformers' fp32 ``sdpa`` kernel takes about 9.6 ms per AST-base layer (602 tokens, 2 cores, AVX512-BF16);
-    this takes about 6.4 ms, a third of the fast path's remaining time once the linear layers are int8. It
-    kept every top-1 decision of fp32 in the benchmark's agreement check (BENCHMARKS.md).
-    """
-    if attention_mask is not None or dropout:
-        raise ValueError(f"{FAST_ATTENTION} attention is for inference on unmasked input")
-    scores = torch.matmul(query.to(torch.bfloat16) * scaling, key.to(torch.bfloat16).transpose(-1, -2))
-    output = torch.matmul(scores.softmax(dim=-1), value.to(torch.bfloat16))
-    return output.transpose(1, 2).to(query.dtype), None
 
 
 class _InplaceGELU(torch.nn.Module):
@@ -412,14 +396,16 @@ def _pool_last_layer_only(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _fast_cpu_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The fast CPU path: int8 linear layers, bf16 attention (where the CPU has bf16 instructions), in-place
-    GELU, and a last layer computed for the pooled tokens only. Logits and ``pooler_output`` only.
+    """The fast CPU path: int8 linear layers, in-place GELU, and a last layer computed for the pooled tokens
+    only. Logits and ``pooler_output`` only.
 
     Dynamic int8 quantisation of the encoder's ``nn.Linear`` layers uses per-channel weight scales. Measured on
     AST base (512 frames, synthetic AudioSet weights) over the synthetic test split: per-tensor scales on every
     Linear agreed with fp32 on 99.1 % of top-1 predictions, per-channel scales on the encoder only on 100 % at
-    the same speed (oneDNN's engine, 5 % faster, dropped to 98.9 %). The classifier head stays fp32: it is one
-    small matrix, so quantising it saves nothing and moves the logits most directly.
+    the same speed (oneDNN's engine, 5 % faster, dropped to 98.9 % on 92 clips). The classifier head stays
+    fp32: it is one small matrix, so quantising it saves nothing and moves the logits most directly. bf16
+    attention (bf16 matmuls and softmax) was 10 % faster but agreed on only 98.98 % of the default release's
+    2,057 clips, under the 99 % bar, so attention stays fp32 ``sdpa``.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
@@ -434,12 +420,6 @@ def _fast_cpu_model(model: torch.nn.Module) -> torch.nn.Module:
             {torch.nn.Linear: per_channel_dynamic_qconfig},
             dtype=torch.qint8,
         )
-    # Without bf16 instructions oneDNN emulates bf16 matmuls, slower than fp32 sdpa: keep sdpa there.
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        from transformers import AttentionInterface
-
-        AttentionInterface.register(FAST_ATTENTION, _bf16_attention)
-        model.set_attn_implementation(FAST_ATTENTION)
     for layer in model.audio_spectrogram_transformer.layers:
         layer.mlp.activation_fn = _InplaceGELU()
     return _pool_last_layer_only(model)
