@@ -13,7 +13,7 @@ run takes about 40 minutes, most of it the agreement check over every clip of th
    ``torchaudio.compliance.kaldi.fbank`` loop, interleaved repetitions, median.
 2. Inference, AST base at 512 frames, batch 1, on ``--threads`` threads: p50/p90 latency of the model's
    forward pass for transformers fp32 (eager and sdpa attention) and the demo's fast path
-   (``AudioClassifier.from_pretrained(..., fast=True)``: int8 linear layers), on the same
+   (``AudioClassifier.from_pretrained(..., fast=True)``: int8 linear layers, bf16 attention), on the same
    features, in alternating blocks. Top-1 agreement of the fast path with fp32 sdpa is measured on weights with
    real structure: the synthetic AudioSet checkpoint of ``../shared/reference/ast``
    (``build_ast(audioset_pretrain=..., head="audioset")``, positional grid adapted to 512 frames, the six
@@ -52,7 +52,7 @@ SETTINGS = {
     "full": {
         "feature_clips": 64,
         "feature_repeats": 7,
-        "latency_iterations": 20,
+        "latency_iterations": 40,
         "release_speakers": None,  # the default synthetic release (300 speakers)
         "agreement_clips": None,  # every decodable clip of the release
         "train": {"tiny224": (8, 3), "base384": (2, 2)},  # (batch size, timed steps)
@@ -201,7 +201,7 @@ def _release_clips(cache_dir: Path, num_speakers: int | None) -> list:
     return clips
 
 
-def _latencies(models: dict, features, iterations: int, rounds: int = 2) -> dict[str, list[float]]:
+def _latencies(models: dict, features, iterations: int, rounds: int = 4) -> dict[str, list[float]]:
     """Seconds per forward pass of each model, in ``rounds`` alternating blocks so that load drift hits all alike.
 
     Each block repeats one model, as a server repeats its one model, after a warm-up call (the first call
@@ -378,7 +378,7 @@ def markdown_table(results: dict) -> str:
     for name, label in (
         ("fp32_eager", "transformers fp32, eager attention"),
         ("fp32_sdpa", "transformers fp32, sdpa attention"),
-        ("fast", "fast path (demo: int8 linear layers)"),
+        ("fast", "fast path (demo: int8 linear layers, bf16 attention)"),
     ):
         lines.append(f"| {label} | {inference[f'{name}_p50_s']:.3f} | {inference[f'{name}_p90_s']:.3f} |")
     lines += [

@@ -370,6 +370,16 @@ def test_fast_path_logits_do_not_depend_on_the_batch(structured_model):
     torch.testing.assert_close(batched, alone, atol=1e-6, rtol=0)
 
 
+def test_fast_path_runs_outside_no_grad(structured_model):
+    """Calling the fast model directly, as transformers users do, needs no ``torch.no_grad()`` around it."""
+    fast = AudioClassifier.from_pretrained(structured_model, fast=True)
+    features = 0.5 * torch.randn(1, fast.max_length, 128, generator=torch.Generator().manual_seed(0))
+    logits = fast.model(input_values=features).logits
+    with torch.inference_mode():
+        expected = fast.model(input_values=features).logits
+    torch.testing.assert_close(logits.detach(), expected, atol=1e-6, rtol=0)
+
+
 def test_fast_layers_take_no_attention_mask(structured_model):
     fast = AudioClassifier.from_pretrained(structured_model, fast=True)
     hidden_states = torch.zeros(1, 4, fast.model.config.hidden_size)

@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, mp3, ogg; any rate and channel count)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print one JSON object per file")
-    p.add_argument("--fast", action="store_true", help="use the fast CPU path (int8 linear layers)")
+    p.add_argument(
+        "--fast", action="store_true", help="use the fast CPU path (int8 linear layers, bf16 attention)"
+    )
     p.set_defaults(func=_predict)
     return parser
 

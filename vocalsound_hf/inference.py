@@ -191,7 +191,7 @@ class AudioClassifier:
     ) -> AudioClassifier:
         """Load a model directory or Hub id (safetensors weights only).
 
-        ``fast`` gives the fast CPU path (int8 linear layers; see ``_fast_cpu_model``); it needs
+        ``fast`` gives the fast CPU path (int8 linear layers, bf16 attention; see ``_fast_cpu_model``); it needs
         ``device`` to be the CPU. ``device`` defaults to CUDA when available, otherwise the CPU.
         """
         from transformers import ASTFeatureExtractor, ASTForAudioClassification
@@ -200,7 +200,7 @@ class AudioClassifier:
             device = "cpu" if fast or not torch.cuda.is_available() else "cuda"
         device = torch.device(device)
         if fast and device.type != "cpu":
-            raise ValueError(f"the fast path (int8 CPU kernels) runs on the CPU, not {device}")
+            raise ValueError(f"the fast path (int8 and bf16 CPU kernels) runs on the CPU, not {device}")
         started = time.perf_counter()
         model = ASTForAudioClassification.from_pretrained(str(name_or_path), use_safetensors=True).to(device)
         feature_extractor = ASTFeatureExtractor.from_pretrained(str(name_or_path))
@@ -474,6 +474,9 @@ class _FastLayer(torch.nn.Module):
             states.view(batch, tokens, count, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         )
 
+    # Inference only: the int8 kernels have no gradient, and outside no_grad the in-place GELU would meet
+    # their outputs as views of tensors that require one.
+    @torch.no_grad()
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs) -> torch.Tensor:
         if attention_mask is not None:
             raise ValueError(
