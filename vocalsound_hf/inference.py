@@ -191,7 +191,7 @@ class AudioClassifier:
     ) -> AudioClassifier:
         """Load a model directory or Hub id (safetensors weights only).
 
-        ``fast`` gives the fast CPU path (int8 linear layers, bf16 attention; see ``_fast_cpu_model``); it needs
+        ``fast`` gives the fast CPU path (int8 linear layers, bf16 attention; see ``_fast_layers``); it needs
         ``device`` to be the CPU. ``device`` defaults to CUDA when available, otherwise the CPU.
         """
         from transformers import ASTFeatureExtractor, ASTForAudioClassification
@@ -205,7 +205,7 @@ class AudioClassifier:
         model = ASTForAudioClassification.from_pretrained(str(name_or_path), use_safetensors=True).to(device)
         feature_extractor = ASTFeatureExtractor.from_pretrained(str(name_or_path))
         if fast:
-            model = _fast_cpu_model(model.eval())
+            model = _fast_layers(model.eval())
         classifier = cls(model, feature_extractor, fast=fast)
         logger.info(
             "loaded %s: %d labels, %d-frame window, %s on %s in %.1f s",
@@ -500,22 +500,17 @@ class _FastLayer(torch.nn.Module):
 
 
 def _fast_layers(model: torch.nn.Module, *, low_precision: bool = True) -> torch.nn.Module:
-    """Replace every encoder layer by a ``_FastLayer``, the last one for the pooled tokens only."""
-    layers = model.audio_spectrogram_transformer.layers
-    for index, layer in enumerate(layers):
-        layers[index] = _FastLayer(layer, pooled_only=index == len(layers) - 1, low_precision=low_precision)
-    return model
-
-
-def _fast_cpu_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The fast CPU path: ``_FastLayer`` encoder layers with int8 linear layers and bf16 attention. Logits and
-    ``pooler_output`` only.
+    """Replace every encoder layer by a ``_FastLayer``, the last one for the pooled tokens only: the fast CPU
+    path (with ``low_precision``). Logits and ``pooler_output`` only.
 
     The classifier head stays fp32: it is one small matrix, so quantising it saves nothing and moves the
     logits most directly. Agreement with fp32 and the speed-up are measured by ``benchmarks/run.py`` (see
     BENCHMARKS.md, which also lists what was tried and dropped).
     """
-    return _fast_layers(model.eval())
+    layers = model.audio_spectrogram_transformer.layers
+    for index, layer in enumerate(layers):
+        layers[index] = _FastLayer(layer, pooled_only=index == len(layers) - 1, low_precision=low_precision)
+    return model
 
 
 def predict_files(
