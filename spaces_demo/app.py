@@ -1,7 +1,7 @@
 """VocalSound Space: recognise laughter, sighs, coughs, throat clearing, sneezes and sniffs with AST.
 
 Run ``python app.py [MODEL]``; MODEL (or the ``VOCALSOUND_MODEL`` environment variable) is a model directory
-or a Hub id. ``VOCALSOUND_FAST=0`` switches from the int8 fast CPU path to the fp32 model. The port
+or a Hub id. ``VOCALSOUND_FAST=0`` switches from the fast CPU path (int8, bf16) to the fp32 model. The port
 comes from ``GRADIO_SERVER_PORT`` (default 7860). Everything but the page itself lives in ``vocalsound_hf.inference``.
 """
 
@@ -83,7 +83,7 @@ def timeline_figure(prediction: Prediction, labels: list[str]) -> Figure:
 def build_demo(classifier: AudioClassifier) -> gr.Blocks:
     """The page: audio in; label, spectrogram, timing and (for long recordings) a window timeline out."""
     window_s = classifier.window_s
-    path_name = "int8 fast CPU path" if classifier.fast else "fp32"
+    path_name = "fast CPU path (int8, bf16)" if classifier.fast else "fp32"
 
     def classify(audio_path: str | None):
         if audio_path is None:

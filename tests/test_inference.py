@@ -106,6 +106,12 @@ class EnergyCough(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
+def fast(structured_model) -> AudioClassifier:
+    """The structured model on the fast CPU path, as the Space and ``predict --fast`` load it."""
+    return AudioClassifier.from_pretrained(structured_model, fast=True)
+
+
+@pytest.fixture(scope="module")
 def energy_cough() -> AudioClassifier:
     from transformers import ASTConfig
 
@@ -289,8 +295,7 @@ def test_one_cough_in_a_minute_of_silence(energy_cough, test_clips):
     assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-5)
 
 
-def test_fast_path_agrees_with_fp32(structured_model, classifier, test_clips):
-    fast = AudioClassifier.from_pretrained(structured_model, fast=True)
+def test_fast_path_agrees_with_fp32(fast, classifier, test_clips):
     layers = fast.model.audio_spectrogram_transformer.layers
     assert all(isinstance(layer, _FastLayer) for layer in layers)
     assert [layer.pooled_only for layer in layers] == [False] * (len(layers) - 1) + [True]
@@ -359,9 +364,8 @@ def test_int8_linear_uses_every_activation_bit_the_cpu_allows():
     assert error < 0.6 * seven_bit_error  # one more bit halves the rounding error, with no overflow
 
 
-def test_fast_path_logits_do_not_depend_on_the_batch(structured_model):
+def test_fast_path_logits_do_not_depend_on_the_batch(fast):
     """Activations are quantised with one scale per clip, so batching clips does not change their logits."""
-    fast = AudioClassifier.from_pretrained(structured_model, fast=True)
     features = 0.5 * torch.randn(3, fast.max_length, 128, generator=torch.Generator().manual_seed(0))
     features[1] *= 8  # a loud clip would set a shared scale for the whole batch
     with torch.inference_mode():
@@ -370,9 +374,8 @@ def test_fast_path_logits_do_not_depend_on_the_batch(structured_model):
     torch.testing.assert_close(batched, alone, atol=1e-6, rtol=0)
 
 
-def test_fast_path_runs_outside_no_grad(structured_model):
+def test_fast_path_runs_outside_no_grad(fast):
     """Calling the fast model directly, as transformers users do, needs no ``torch.no_grad()`` around it."""
-    fast = AudioClassifier.from_pretrained(structured_model, fast=True)
     features = 0.5 * torch.randn(1, fast.max_length, 128, generator=torch.Generator().manual_seed(0))
     logits = fast.model(input_values=features).logits
     with torch.inference_mode():
@@ -380,8 +383,7 @@ def test_fast_path_runs_outside_no_grad(structured_model):
     torch.testing.assert_close(logits.detach(), expected, atol=1e-6, rtol=0)
 
 
-def test_fast_layers_take_no_attention_mask(structured_model):
-    fast = AudioClassifier.from_pretrained(structured_model, fast=True)
+def test_fast_layers_take_no_attention_mask(fast):
     hidden_states = torch.zeros(1, 4, fast.model.config.hidden_size)
     with torch.inference_mode(), pytest.raises(ValueError, match="attention_mask"):
         fast.model.audio_spectrogram_transformer.layers[0](hidden_states, torch.ones(1, 1, 4, 4))
