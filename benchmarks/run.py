@@ -10,7 +10,8 @@ run takes about 40 minutes, most of it the agreement check over every clip of th
 
 1. Features: clips/s over one batch of 2-8 s clips, ``batch_fbank`` vs ``ASTFeatureExtractor`` (as installed
    here, with torchaudio, and with its numpy fallback for where torchaudio is not installed) vs a per-clip
-   ``torchaudio.compliance.kaldi.fbank`` loop, interleaved repetitions, median.
+   ``torchaudio.compliance.kaldi.fbank`` loop, interleaved repetitions, median; on a GPU machine also
+   ``batch_fbank`` on the GPU (clips already there).
 2. Inference, AST base at 512 frames, batch 1, on ``--threads`` threads: p50/p90 latency of the model's
    forward pass for transformers fp32 (eager and sdpa attention) and the demo's fast path
    (``AudioClassifier.from_pretrained(..., fast=True)``: int8 linear layers, bf16 attention), on the same
@@ -20,7 +21,8 @@ run takes about 40 minutes, most of it the agreement check over every clip of th
    VocalSound rows of its AudioSet head) over every decodable clip of the default synthetic release (a
    12-speaker one with ``--quick``), and on the quickstart-trained model when there is one.
 3. Training: clips/s of training steps (features with the recipe's augmentations, forward, backward, Adam)
-   for the tiny224 and base384 presets on the CPU, and on a GPU when there is one.
+   for the tiny224 and base384 presets on the CPU, and on a GPU when there is one (there in fp32 and under
+   bf16 autocast), with the time of the feature pipeline alone per step.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def _numpy_backend():
 
 
 def bench_features(settings: dict) -> dict:
+    import torch
     import torchaudio.compliance.kaldi as kaldi
 
     from vocalsound_hf.features import batch_fbank, make_feature_extractor
@@ -118,21 +121,32 @@ def bench_features(settings: dict) -> dict:
         with _numpy_backend():
             return numpy_extractor(arrays, sampling_rate=16000, return_tensors="pt")
 
-    seconds = _interleaved_medians(
-        {
-            "batch_fbank": lambda: batch_fbank(clips, max_length=512),
-            "ast_feature_extractor": lambda: extractor(arrays, sampling_rate=16000, return_tensors="pt"),
-            "ast_feature_extractor_numpy": numpy_extract,
-            "kaldi_loop": lambda: [
-                kaldi.fbank(clip[None], window_type="hanning", num_mel_bins=128) for clip in clips
-            ],
-        },
-        settings["feature_repeats"],
-    )
+    functions = {
+        "batch_fbank": lambda: batch_fbank(clips, max_length=512),
+        "ast_feature_extractor": lambda: extractor(arrays, sampling_rate=16000, return_tensors="pt"),
+        "ast_feature_extractor_numpy": numpy_extract,
+        "kaldi_loop": lambda: [
+            kaldi.fbank(clip[None], window_type="hanning", num_mel_bins=128) for clip in clips
+        ],
+    }
+    if torch.cuda.is_available():
+        gpu_clips = [clip.cuda() for clip in clips]
+
+        def gpu_batch_fbank():
+            features = batch_fbank(gpu_clips, max_length=512)
+            torch.cuda.synchronize()  # kernels run asynchronously: time them to the end
+            return features
+
+        functions["batch_fbank_cuda"] = gpu_batch_fbank
+    seconds = _interleaved_medians(functions, settings["feature_repeats"])
     result = {f"{name}_clips_per_s": len(clips) / s for name, s in seconds.items()}
     result["batch_fbank_speedup_vs_ast_feature_extractor"] = (
         seconds["ast_feature_extractor"] / seconds["batch_fbank"]
     )
+    if "batch_fbank_cuda" in seconds:
+        result["batch_fbank_cuda_speedup_vs_ast_feature_extractor"] = (
+            seconds["ast_feature_extractor"] / seconds["batch_fbank_cuda"]
+        )
     result["batch_fbank_speedup_vs_ast_feature_extractor_numpy"] = (
         seconds["ast_feature_extractor_numpy"] / seconds["batch_fbank"]
     )
@@ -279,11 +293,15 @@ def bench_inference(settings: dict, cache_dir: Path, quickstart_model: Path | No
     return result
 
 
-def _train_clips_per_s(model_size: str, batch_size: int, steps: int, device: str) -> float:
-    """Clips/s of full training steps: what ``VocalSoundTrainer`` does per batch, without the Trainer around it.
+def _train_step_timings(
+    model_size: str, batch_size: int, steps: int, device: str, bf16: bool = False
+) -> tuple[float, float]:
+    """Clips/s of full training steps, and seconds per step of their feature pipeline alone.
 
-    Features from padded waveforms on the device with the recipe's augmentations (mixup 0.5, SpecAugment
-    48/192), cross-entropy on the soft targets, backward and an Adam step, as in the original recipe.
+    A step is what ``VocalSoundTrainer`` does per batch, without the Trainer around it: features from padded
+    waveforms on the device with the recipe's augmentations (mixup 0.5, SpecAugment 48/192), cross-entropy on
+    the soft targets, backward and an Adam step, as in the original recipe. With ``bf16`` the model runs under
+    bf16 autocast and the features in float32, as ``--bf16`` training does.
     """
     import torch
     from torch.nn import functional as F
@@ -305,22 +323,30 @@ def _train_clips_per_s(model_size: str, batch_size: int, steps: int, device: str
         "labels": torch.arange(batch_size, device=device) % 6,
     }
 
+    def features():
+        return pipeline(batch, num_labels=6, training=True)
+
     def step():
-        input_values, targets = pipeline(batch, num_labels=6, training=True)
-        loss = F.cross_entropy(model(input_values=input_values).logits.float(), targets)
+        input_values, targets = features()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_values=input_values).logits
+        loss = F.cross_entropy(logits.float(), targets)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return batch_size * steps / (time.perf_counter() - start)
+    def seconds_per_call(function: Callable[[], object]) -> float:
+        function()  # warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            function()
+        if device == "cuda":
+            torch.cuda.synchronize()  # kernels run asynchronously: time them to the end
+        return (time.perf_counter() - start) / steps
+
+    return batch_size / seconds_per_call(step), seconds_per_call(features)
 
 
 def bench_training(settings: dict) -> dict:
@@ -333,9 +359,15 @@ def bench_training(settings: dict) -> dict:
             if device == "cuda":
                 batch_size, steps = 16, 10
             key = f"{device}_{model_size}"
-            result[f"{key}_clips_per_s"] = _train_clips_per_s(model_size, batch_size, steps, device)
+            clips_per_s, features_s = _train_step_timings(model_size, batch_size, steps, device)
+            result[f"{key}_clips_per_s"] = clips_per_s
+            result[f"{key}_features_ms_per_step"] = 1e3 * features_s
             result[f"{key}_batch_size"] = batch_size
             result[f"{key}_steps"] = steps
+            if device == "cuda":  # --bf16 training is a GPU setting
+                result[f"{key}_bf16_clips_per_s"], _ = _train_step_timings(
+                    model_size, batch_size, steps, device, bf16=True
+                )
     if torch.cuda.is_available():
         result["gpu"] = torch.cuda.get_device_name()
     return result
@@ -369,6 +401,14 @@ def markdown_table(results: dict) -> str:
         f"{features['batch_fbank_speedup_vs_ast_feature_extractor_numpy']:.1f}x faster |",
         f"| `kaldi.fbank` loop | {features['kaldi_loop_clips_per_s']:.0f} | "
         f"{features['batch_fbank_speedup_vs_kaldi_loop']:.1f}x faster |",
+    ]
+    if "batch_fbank_cuda_clips_per_s" in features:
+        lines.append(
+            f"| `batch_fbank` on the GPU ({machine['gpu']}), clips already there | "
+            f"{features['batch_fbank_cuda_clips_per_s']:.0f} | "
+            f"{features['batch_fbank_cuda_speedup_vs_ast_feature_extractor']:.1f}x `ASTFeatureExtractor` |"
+        )
+    lines += [
         "",
         f"**Inference**, {inference['model']}, batch 1, forward pass, {inference['latency_iterations']} runs:",
         "",
@@ -395,14 +435,21 @@ def markdown_table(results: dict) -> str:
         "**Training**, clips/s of full steps (features with mixup and SpecAugment, forward, backward, Adam), "
         "512 frames, stride 10:",
         "",
-        "| device | preset | batch | clips/s |",
-        "|---|---|---:|---:|",
+        "| device | preset | batch | fp32 clips/s | bf16 clips/s | features alone, ms per step |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for key, value in training.items():
-        if key.endswith("_clips_per_s"):
-            device, model_size = key.removesuffix("_clips_per_s").split("_", 1)
-            batch = training[f"{device}_{model_size}_batch_size"]
-            lines.append(f"| {device} | {model_size} | {batch} | {value:.2f} |")
+    for key, batch in training.items():
+        if key.endswith("_batch_size"):
+            run = key.removesuffix("_batch_size")
+            device, model_size = run.split("_", 1)
+            bf16 = training.get(f"{run}_bf16_clips_per_s")
+            step_ms = 1e3 * batch / training[f"{run}_clips_per_s"]
+            features_ms = training[f"{run}_features_ms_per_step"]
+            lines.append(
+                f"| {device} | {model_size} | {batch} | {training[f'{run}_clips_per_s']:.2f} | "
+                f"{'-' if bf16 is None else f'{bf16:.2f}'} | {features_ms:.1f} "
+                f"({100 * features_ms / step_ms:.1f} % of the fp32 step) |"
+            )
     return "\n".join(lines)
 
 
