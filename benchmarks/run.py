@@ -442,13 +442,12 @@ def markdown_table(results: dict) -> str:
         if key.endswith("_batch_size"):
             run = key.removesuffix("_batch_size")
             device, model_size = run.split("_", 1)
-            bf16 = training.get(f"{run}_bf16_clips_per_s")
-            step_ms = 1e3 * batch / training[f"{run}_clips_per_s"]
+            fp32, bf16 = training[f"{run}_clips_per_s"], training.get(f"{run}_bf16_clips_per_s")
             features_ms = training[f"{run}_features_ms_per_step"]
+            step_ms = 1e3 * batch / fp32
             lines.append(
-                f"| {device} | {model_size} | {batch} | {training[f'{run}_clips_per_s']:.2f} | "
-                f"{'-' if bf16 is None else f'{bf16:.2f}'} | {features_ms:.1f} "
-                f"({100 * features_ms / step_ms:.1f} % of the fp32 step) |"
+                f"| {device} | {model_size} | {batch} | {fp32:.2f} | {'-' if bf16 is None else f'{bf16:.2f}'} | "
+                f"{features_ms:.1f} ({100 * features_ms / step_ms:.1f} % of the fp32 step) |"
             )
     return "\n".join(lines)
 
