@@ -67,6 +67,22 @@ def test_raw_log_mel_matches_kaldi_fbank(num_samples):
     assert torch.equal(ours[:frames, 3], torch.full((frames,), LOG_EPS, dtype=torch.float32))
 
 
+@pytest.mark.parametrize("num_mel_bins", [23, 40, 80, 200])
+def test_other_mel_bin_counts_match_kaldi_fbank(num_mel_bins):
+    # The mel product runs per group of 16 filters: 23, 40 and 80 leave a partial last group, and at 200
+    # bands several filters hold no FFT bin at all (Kaldi's log floor).
+    clips = [_clip(n, seed=n) for n in (16000, 4800, 401)]
+    ours = batch_fbank(clips, num_mel_bins=num_mel_bins, max_length=100, normalize=False)
+    assert ours.shape == (3, 100, num_mel_bins)
+    for clip, features in zip(clips, ours):
+        reference = kaldi.fbank(clip[None], window_type="hanning", num_mel_bins=num_mel_bins)
+        frames = reference.shape[0]
+        assert (features[:frames] - reference).abs().max().item() <= 1e-4
+        assert torch.equal(features[frames:], torch.zeros(100 - frames, num_mel_bins))
+    if num_mel_bins == 200:
+        assert (reference == LOG_EPS).all(dim=0).sum().item() > 0
+
+
 def test_one_frame_then_padding():
     clip = _clip(400, seed=3)
     features = batch_fbank([clip])[0]

@@ -36,9 +36,19 @@ _FILTERS_PER_GROUP = 16
 
 
 class _FilterGroup(NamedTuple):
-    start: int  # first column of the interleaved [re, im] spectrum the group's filters cover
-    stop: int
-    weights: Tensor  # [stop - start, filters]
+    first: int  # the group's mel filters are first..last - 1
+    last: int
+    low: int  # the FFT bins they cover are low..high - 1
+    high: int
+    weights: Tensor  # [high - low, last - first]
+
+
+class _Scratch(NamedTuple):
+    """Buffers that every chunk of a ``batch_fbank`` call reuses for its FFT input, power spectrum and log-mel."""
+
+    rows: Tensor  # [frames, 512], zeroed: the FFT input, whose last 112 columns stay zero (the FFT padding)
+    power: Tensor  # [frames, 257]: the power spectrum
+    mel: Tensor  # [frames, num_mel_bins]
 
 
 def make_feature_extractor(
@@ -82,10 +92,9 @@ def _mel_filters(
     """Kaldi's Hann window and triangular mel bank, the bank split into groups of neighbouring filters.
 
     Each filter covers a handful of FFT bins, so a dense ``[257, num_mel_bins]`` product is ~90 % multiplications
-    by zero; multiplying each group of 16 filters only by the bins it covers does ~7x less work. The weights of
-    each bin are repeated for its real and imaginary parts, which are squared in place and summed by the product
-    itself (cheaper than ``abs()`` of a complex tensor). Cached per device and dtype so that a training loop
-    builds them once, not once per batch.
+    by zero; multiplying each group of 16 filters only by the bins it covers does ~7x less work (groups of 8-32
+    and the dense product measured slower). Cached per device and dtype so that a training loop builds them
+    once, not once per batch.
     """
     from torchaudio.compliance.kaldi import get_mel_banks
 
@@ -100,8 +109,10 @@ def _mel_filters(
         bins = bank[:, first:last].any(dim=1).nonzero()
         # A group of empty filters (possible with many mel bins) still needs one bin to yield its zeros.
         low, high = (int(bins[0]), int(bins[-1]) + 1) if len(bins) else (0, 1)
-        weights = bank[low:high, first:last].repeat_interleave(2, dim=0)
-        groups.append(_FilterGroup(2 * low, 2 * high, weights.to(device=device, dtype=dtype)))
+        weights = bank[low:high, first:last].to(
+            device=device, dtype=dtype, memory_format=torch.contiguous_format
+        )
+        groups.append(_FilterGroup(first, last, low, high, weights))
     window = torch.hann_window(FRAME_LENGTH, periodic=False, device=device, dtype=dtype)
     return window, groups
 
@@ -170,16 +181,16 @@ def _check_float(waveform: Tensor, name: str) -> None:
 
 
 def _log_mel(
-    waveforms: Tensor, num_frames: int, buffer: Tensor, window: Tensor, groups: list[_FilterGroup]
+    waveforms: Tensor, num_frames: int, scratch: _Scratch, window: Tensor, groups: list[_FilterGroup]
 ) -> Tensor:
     """Kaldi log-mel ``[b, num_frames, mel]`` of the first ``num_frames`` frames of each row of ``waveforms``.
 
     Written by hand because torchaudio's ``kaldi.fbank`` takes one waveform at a time. Each step is the batched
-    form of the matching step of ``kaldi.fbank``, in the same order. ``buffer`` is a zeroed ``[>= b * frames,
-    512]`` scratch tensor whose last 112 columns stay zero: the FFT padding.
+    form of the matching step of ``kaldi.fbank``, in the same order. The result is a view of ``scratch.mel``.
     """
     frames = waveforms.unfold(1, FRAME_LENGTH, FRAME_SHIFT)[:, :num_frames]  # a view, [b, frames, 400]
-    rows = buffer[: frames.shape[0] * num_frames].view(frames.shape[0], num_frames, FFT_LENGTH)
+    used = frames.shape[0] * num_frames
+    rows, power, mel = (buffer[:used].view(*frames.shape[:2], -1) for buffer in scratch)
     frame = rows[..., :FRAME_LENGTH]
     centred = frames - frames.mean(dim=-1, keepdim=True)
     # Pre-emphasis within each frame, x[j] - 0.97 x[j-1]: multiply, then subtract, as Kaldi does (a fused
@@ -187,9 +198,15 @@ def _log_mel(
     # at the buffer's 0: Kaldi's (1 - 0.97) x[0] (its replicate padding) meets the Hann window's exact 0.
     torch.sub(centred[..., 1:], centred[..., :-1] * PREEMPHASIS, out=frame[..., 1:])
     frame.mul_(window)
-    # A 512-wide row is faster to transform than rfft(n=512) of a 400-wide one.
-    spectrum = torch.view_as_real(torch.fft.rfft(rows)).flatten(-2).square_()  # [re0², im0², re1², ...]
-    mel = torch.cat([spectrum[..., g.start : g.stop] @ g.weights for g in groups], dim=-1)
+    # A 512-wide row is faster to transform than rfft(n=512) of a 400-wide one; re² + im² from the squared
+    # interleaved parts is cheaper than abs() of a complex tensor.
+    squares = torch.view_as_real(torch.fft.rfft(rows)).flatten(-2).square_()  # [re0², im0², re1², ...]
+    torch.add(squares[..., 0::2], squares[..., 1::2], out=power)
+    for group in groups:
+        # Straight into the group's columns: concatenating separate outputs measured ~2x slower.
+        torch.matmul(
+            power[..., group.low : group.high], group.weights, out=mel[..., group.first : group.last]
+        )
     return mel.clamp_min_(LOG_FLOOR).log_()
 
 
@@ -251,7 +268,12 @@ def batch_fbank(
     # Chunks of clips of similar lengths, so that few frames are computed only to be dropped as padding.
     order = sorted(range(len(frame_counts)), key=frame_counts.__getitem__)
     step = max(1, _FRAMES_PER_CHUNK.get(device.type, _FRAMES_PER_CHUNK_ELSEWHERE) // max(frame_counts))
-    buffer = torch.zeros(step * max(frame_counts), FFT_LENGTH, device=device)
+    width = step * max(frame_counts)
+    scratch = _Scratch(
+        rows=torch.zeros(width, FFT_LENGTH, device=device),
+        power=torch.empty(width, FFT_LENGTH // 2 + 1, device=device),
+        mel=torch.empty(width, num_mel_bins, device=device),
+    )
     for start in range(0, len(order), step):
         members = order[start : start + step]
         counts = [frame_counts[i] for i in members]
@@ -261,11 +283,12 @@ def batch_fbank(
             chunk = clips[torch.tensor(members, device=device), :samples]
         else:
             chunk = pad_sequence([clips[i][:samples] for i in members], batch_first=True)
-        log_mel = _log_mel(chunk.to(torch.float32), chunk_frames, buffer, window, groups)
-        if normalize:
-            log_mel.sub_(mean).div_(std * 2)  # normalize_fbank, in place
+        log_mel = _log_mel(chunk.to(torch.float32), chunk_frames, scratch, window, groups)
         # Frames that reach past a clip's own end are padding, whatever the padded samples hold.
         for clip, frames, values in zip(members, counts, log_mel):
-            features[clip, :frames] = values[:frames]
+            if normalize:  # normalize_fbank, written straight into the output
+                torch.sub(values[:frames], mean, out=features[clip, :frames]).div_(std * 2)
+            else:
+                features[clip, :frames] = values[:frames]
             features[clip, frames:] = pad_value
     return features
