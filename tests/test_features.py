@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
+import vocalsound_hf.features as features_module
 from vocalsound_hf.features import batch_fbank, make_feature_extractor, normalize_fbank, num_frames
 from vocalsound_hf.release import PAPER_NORM_MEAN, PAPER_NORM_STD
 
@@ -134,6 +135,28 @@ def test_padded_batch_equals_list_whatever_the_padding_holds():
     from_list = batch_fbank(clips)
     assert torch.equal(batch_fbank(padded, lengths=lengths), from_list)
     assert torch.equal(batch_fbank(padded, lengths=torch.tensor(lengths)), from_list)
+
+
+@pytest.mark.parametrize("max_length", [512, 2000])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_whole_chunk_writes_give_the_per_clip_writes_bit_for_bit(monkeypatch, normalize, max_length):
+    """A GPU writes each chunk whole (padding masked, rows indexed); run that way on the CPU it gives the same bits.
+
+    The lengths give chunks of one frame and of many, clips cut at ``max_length`` and, with 2000 frames, chunks
+    shorter than the output.
+    """
+    lengths = [16000, 400, 192000, 560, 90000, 401, 48000]
+    clips = [_clip(n, seed=n) for n in lengths]
+    padded = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
+    per_clip = batch_fbank(clips, max_length=max_length, normalize=normalize)
+    monkeypatch.setattr(features_module, "_PER_CLIP_WRITES", set())
+    whole_chunk = batch_fbank(clips, max_length=max_length, normalize=normalize)
+    assert torch.equal(whole_chunk, per_clip)
+    assert torch.equal(
+        batch_fbank(padded, lengths=lengths, max_length=max_length, normalize=normalize), per_clip
+    )
+    pad = PAD_VALUE if normalize else 0.0
+    assert (whole_chunk[1, 1:] == pad).all() and (whole_chunk[1, 0] != pad).any()  # the one-frame clip
 
 
 def test_normalize_false_then_normalize_fbank_equals_normalized():

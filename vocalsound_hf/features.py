@@ -33,6 +33,11 @@ LOG_FLOOR = torch.finfo(torch.float32).eps
 _FRAMES_PER_CHUNK = {"cpu": 1024}
 _FRAMES_PER_CHUNK_ELSEWHERE = 65536
 _FILTERS_PER_GROUP = 16
+# How a chunk's log-mel reaches the output. A CPU chunk holds a few clips: normalising each clip straight into
+# the output saves a pass over the chunk (whole-chunk writes measured 0.88-0.92x as fast on 2 cores). A GPU
+# chunk holds hundreds: whole-chunk writes launch a few kernels instead of three per clip (2.1-2.3x as fast on
+# an H200).
+_PER_CLIP_WRITES = {"cpu"}
 
 
 class _FilterGroup(NamedTuple):
@@ -280,10 +285,20 @@ def batch_fbank(
             chunk = pad_sequence([clips[i][:samples] for i in members], batch_first=True)
         log_mel = _log_mel(chunk.to(torch.float32), chunk_frames, scratch, window, groups)
         # Frames that reach past a clip's own end are padding, whatever the padded samples hold.
-        for clip, frames, values in zip(members, counts, log_mel):
-            if normalize:  # normalize_fbank, written straight into the output
-                torch.sub(values[:frames], mean, out=features[clip, :frames]).div_(std * 2)
-            else:
-                features[clip, :frames] = values[:frames]
-            features[clip, frames:] = pad_value
+        if device.type in _PER_CLIP_WRITES:
+            for clip, frames, values in zip(members, counts, log_mel):
+                if normalize:  # normalize_fbank
+                    torch.sub(values[:frames], mean, out=features[clip, :frames]).div_(std * 2)
+                else:
+                    features[clip, :frames] = values[:frames]
+                features[clip, frames:] = pad_value
+        else:
+            if normalize:
+                log_mel.sub_(mean).div_(std * 2)  # normalize_fbank, in place
+            past_end = (
+                torch.arange(chunk_frames, device=device) >= torch.tensor(counts, device=device)[:, None]
+            )
+            rows = torch.tensor(members, device=device)
+            features[rows, :chunk_frames] = log_mel.masked_fill_(past_end[..., None], pad_value)
+            features[rows, chunk_frames:] = pad_value
     return features

@@ -255,12 +255,16 @@ class AudioClassifier:
 
     @torch.inference_mode()
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``[batch, labels]`` of ``[batch, frames, mel]`` features, in chunks."""
+        """Class probabilities ``[batch, labels]`` of ``[batch, frames, mel]`` features, in chunks.
+
+        The model runs on its own device; the probabilities come back on the features' device, so that the
+        fast path (CPU only) and a GPU model can be compared on the same features.
+        """
         chunks = []
         for chunk in features.split(WINDOW_BATCH_SIZE):
             logits = self.model(input_values=chunk.to(self.device)).logits.float()
             chunks.append(logits.sigmoid() if self._multi_label else logits.softmax(dim=-1))
-        return torch.cat(chunks)
+        return torch.cat(chunks).to(features.device)
 
     def window_starts(self, num_samples: int, hop_s: float | None = None) -> list[int]:
         """Start samples of the sliding windows over a recording of ``num_samples`` samples.
