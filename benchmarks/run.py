@@ -11,7 +11,8 @@ run takes about 40 minutes, most of it the agreement check over every clip of th
 1. Features: clips/s over one batch of 2-8 s clips, ``batch_fbank`` vs ``ASTFeatureExtractor`` (as installed
    here, with torchaudio, and with its numpy fallback for where torchaudio is not installed) vs a per-clip
    ``torchaudio.compliance.kaldi.fbank`` loop, interleaved repetitions, median; on a GPU machine also
-   ``batch_fbank`` on the GPU (clips already there).
+   ``batch_fbank`` on the GPU (clips already there). Per frame: ``batch_fbank``'s time by step (profiled), and
+   what 5x the extractor leaves.
 2. Inference, AST base at 512 frames, batch 1, on ``--threads`` threads: p50/p90 latency of the model's
    forward pass for transformers fp32 (eager and sdpa attention) and the demo's fast path
    (``AudioClassifier.from_pretrained(..., fast=True)``: int8 linear layers, bf16 attention), on the same
@@ -103,11 +104,49 @@ def _numpy_backend():
     return mock.patch.object(module, "is_speech_available", lambda: False)
 
 
+# ``batch_fbank``'s steps, by the aten operations that run them on a CPU.
+_FBANK_STEPS = {
+    "aten::_fft_r2c": "fft",
+    "aten::pow_": "mel",  # the squares, which the mel products sum
+    "aten::mm": "mel",
+    "aten::clamp_min_": "log",  # Kaldi's floor at float32 epsilon, then the log
+    "aten::log_": "log",
+    "aten::mean": "framing",  # DC removal, pre-emphasis, window; the normalisation
+    "aten::sub": "framing",
+    "aten::mul": "framing",
+    "aten::mul_": "framing",
+    "aten::div_": "framing",
+}
+
+
+def _fbank_profile(call: Callable[[], object], frames: int, calls: int = 5) -> dict[str, float]:
+    """Microseconds per frame of ``call`` (a CPU ``batch_fbank`` of ``frames`` frames) by step: each step's
+    operations' own time over ``calls`` back-to-back profiled calls, and the rest of the median unprofiled one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    call()  # warm-up
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(calls):
+            call()
+    steps = dict.fromkeys(_FBANK_STEPS.values(), 0.0)
+    for event in profiler.key_averages():
+        if event.key in _FBANK_STEPS:
+            steps[_FBANK_STEPS[event.key]] += event.self_cpu_time_total / calls / frames  # microseconds
+    steps["back_to_back"] = 1e6 * statistics.median(seconds) / frames
+    steps["other"] = steps["back_to_back"] - sum(steps[step] for step in set(_FBANK_STEPS.values()))
+    return {f"{step}_us_per_frame": value for step, value in steps.items()}
+
+
 def bench_features(settings: dict) -> dict:
     import torch
     import torchaudio.compliance.kaldi as kaldi
 
-    from vocalsound_hf.features import batch_fbank, make_feature_extractor
+    from vocalsound_hf.features import batch_fbank, make_feature_extractor, num_frames
 
     clips = _clips(settings["feature_clips"], seed=0)
     arrays = [clip.numpy() for clip in clips]
@@ -151,6 +190,12 @@ def bench_features(settings: dict) -> dict:
         seconds["ast_feature_extractor_numpy"] / seconds["batch_fbank"]
     )
     result["batch_fbank_speedup_vs_kaldi_loop"] = seconds["kaldi_loop"] / seconds["batch_fbank"]
+    # Per frame, against what 5x the extractor leaves: the frames are those the output keeps (at most 512).
+    frames = sum(min(num_frames(len(clip)), 512) for clip in clips)
+    result["frames"] = frames
+    result["batch_fbank_us_per_frame"] = 1e6 * seconds["batch_fbank"] / frames
+    result["budget_5x_us_per_frame"] = 1e6 * seconds["ast_feature_extractor"] / 5 / frames
+    result |= _fbank_profile(functions["batch_fbank"], frames)
     result["clips"] = len(clips)
     result["repeats"] = settings["feature_repeats"]
     return result
@@ -402,6 +447,15 @@ def markdown_table(results: dict) -> str:
         f"| `kaldi.fbank` loop | {features['kaldi_loop_clips_per_s']:.0f} | "
         f"{features['batch_fbank_speedup_vs_kaldi_loop']:.1f}x faster |",
     ]
+    footnote = (
+        f"Per frame ({features['frames']} frames): `batch_fbank` took {features['batch_fbank_us_per_frame']:.2f} "
+        f"us in the interleaved runs above and {features['back_to_back_us_per_frame']:.2f} in back-to-back runs. "
+        f"Of these, profiled: FFT {features['fft_us_per_frame']:.2f}, squares and mel products "
+        f"{features['mel_us_per_frame']:.2f}, floored log {features['log_us_per_frame']:.2f}, framing and "
+        f"normalisation {features['framing_us_per_frame']:.2f}, the rest (output and padding writes, copies, "
+        f"per-operation overhead) {features['other_us_per_frame']:.2f}. 5x `ASTFeatureExtractor` would leave "
+        f"{features['budget_5x_us_per_frame']:.2f} us per frame."
+    )
     if "batch_fbank_cuda_clips_per_s" in features:
         lines.append(
             f"| `batch_fbank` on the GPU ({machine['gpu']}), clips already there | "
@@ -409,6 +463,8 @@ def markdown_table(results: dict) -> str:
             f"{features['batch_fbank_cuda_speedup_vs_ast_feature_extractor']:.1f}x `ASTFeatureExtractor` |"
         )
     lines += [
+        "",
+        footnote,
         "",
         f"**Inference**, {inference['model']}, batch 1, forward pass, {inference['latency_iterations']} runs:",
         "",
