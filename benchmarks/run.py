@@ -137,8 +137,9 @@ def _fbank_profile(call: Callable[[], object], frames: int, calls: int = 5) -> d
     for event in profiler.key_averages():
         if event.key in _FBANK_STEPS:
             steps[_FBANK_STEPS[event.key]] += event.self_cpu_time_total / calls / frames  # microseconds
-    steps["back_to_back"] = 1e6 * statistics.median(seconds) / frames
-    steps["other"] = steps["back_to_back"] - sum(steps[step] for step in set(_FBANK_STEPS.values()))
+    back_to_back = 1e6 * statistics.median(seconds) / frames
+    steps["other"] = back_to_back - sum(steps.values())
+    steps["back_to_back"] = back_to_back
     return {f"{step}_us_per_frame": value for step, value in steps.items()}
 
 
@@ -447,15 +448,6 @@ def markdown_table(results: dict) -> str:
         f"| `kaldi.fbank` loop | {features['kaldi_loop_clips_per_s']:.0f} | "
         f"{features['batch_fbank_speedup_vs_kaldi_loop']:.1f}x faster |",
     ]
-    footnote = (
-        f"Per frame ({features['frames']} frames): `batch_fbank` took {features['batch_fbank_us_per_frame']:.2f} "
-        f"us in the interleaved runs above and {features['back_to_back_us_per_frame']:.2f} in back-to-back runs. "
-        f"Of these, profiled: FFT {features['fft_us_per_frame']:.2f}, squares and mel products "
-        f"{features['mel_us_per_frame']:.2f}, floored log {features['log_us_per_frame']:.2f}, framing and "
-        f"normalisation {features['framing_us_per_frame']:.2f}, the rest (output and padding writes, copies, "
-        f"per-operation overhead) {features['other_us_per_frame']:.2f}. 5x `ASTFeatureExtractor` would leave "
-        f"{features['budget_5x_us_per_frame']:.2f} us per frame."
-    )
     if "batch_fbank_cuda_clips_per_s" in features:
         lines.append(
             f"| `batch_fbank` on the GPU ({machine['gpu']}), clips already there | "
@@ -464,7 +456,13 @@ def markdown_table(results: dict) -> str:
         )
     lines += [
         "",
-        footnote,
+        f"Per frame ({features['frames']} frames): `batch_fbank` took {features['batch_fbank_us_per_frame']:.2f} "
+        f"us in the interleaved runs above and {features['back_to_back_us_per_frame']:.2f} in back-to-back runs. "
+        f"Of these, profiled: FFT {features['fft_us_per_frame']:.2f}, squares and mel products "
+        f"{features['mel_us_per_frame']:.2f}, floored log {features['log_us_per_frame']:.2f}, framing and "
+        f"normalisation {features['framing_us_per_frame']:.2f}, the rest (output and padding writes, copies, "
+        f"per-operation overhead) {features['other_us_per_frame']:.2f}. 5x `ASTFeatureExtractor` would leave "
+        f"{features['budget_5x_us_per_frame']:.2f} us per frame.",
         "",
         f"**Inference**, {inference['model']}, batch 1, forward pass, {inference['latency_iterations']} runs:",
         "",
