@@ -50,7 +50,7 @@ def reference_ast() -> Path:
 @pytest.fixture(scope="session")
 def synth_release(tmp_path_factory) -> Path:
     """A small synthetic 16 kHz release folder in the official layout (read-only by convention)."""
-    from vocalsound_hf.synth import make_synthetic_release
+    from vocalsound_hf.data.synth_release import make_synthetic_release
 
     return make_synthetic_release(
         tmp_path_factory.mktemp("release16k") / "vs_release_16k",
@@ -63,7 +63,7 @@ def synth_release(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A small randomly initialised AST model directory (model + feature extractor), 128 frames."""
-    from vocalsound_hf.modeling import init_model_dir
+    from vocalsound_hf.models.build import init_model_dir
 
     return init_model_dir(
         tmp_path_factory.mktemp("tiny_model") / "model",
@@ -95,7 +95,7 @@ def converted_audioset_dir(tmp_path_factory, stride: int) -> Path:
     """That checkpoint converted with the AudioSet label CSV, once per session."""
     out = tmp_path_factory.getbasetemp() / "synthetic_ast" / f"converted_{stride}_{stride}"
     if not out.exists():
-        from vocalsound_hf.conversion import convert_original_checkpoint
+        from vocalsound_hf.models.conversion import convert_original_checkpoint
 
         convert_original_checkpoint(
             synthetic_audioset_checkpoint(tmp_path_factory, stride), out, AUDIOSET_CSV

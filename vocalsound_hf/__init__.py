@@ -14,18 +14,18 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "CLASS_NAMES": "release",
-    "make_synthetic_release": "synth",
-    "VocalSound": "data",
-    "load_vocalsound": "data",
-    "export_dataset": "publish",
+    "make_synthetic_release": "data.synth_release",
+    "VocalSound": "data.builder",
+    "load_vocalsound": "data.builder",
+    "export_dataset": "data.export",
     "make_feature_extractor": "features",
     "batch_fbank": "features",
-    "compute_norm_stats": "data",
-    "build_ast": "modeling",
-    "init_model_dir": "modeling",
-    "MODEL_SIZES": "modeling",
-    "convert_original_checkpoint": "conversion",
-    "AudioClassifier": "inference",
+    "compute_norm_stats": "data.stats",
+    "build_ast": "models.build",
+    "init_model_dir": "models.build",
+    "MODEL_SIZES": "models.presets",
+    "convert_original_checkpoint": "models.conversion",
+    "AudioClassifier": "inference.classifier",
     "load_metric": "metrics",
 }
 
@@ -47,15 +47,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .conversion import convert_original_checkpoint
-    from .data import VocalSound, compute_norm_stats, load_vocalsound
+    from .data.builder import VocalSound, load_vocalsound
+    from .data.export import export_dataset
+    from .data.stats import compute_norm_stats
+    from .data.synth_release import make_synthetic_release
     from .features import batch_fbank, make_feature_extractor
-    from .inference import AudioClassifier
+    from .inference.classifier import AudioClassifier
     from .metrics import load_metric
-    from .modeling import MODEL_SIZES, build_ast, init_model_dir
-    from .publish import export_dataset
+    from .models.build import build_ast, init_model_dir
+    from .models.conversion import convert_original_checkpoint
+    from .models.presets import MODEL_SIZES
     from .release import CLASS_NAMES
-    from .synth import make_synthetic_release
 
 
 def __getattr__(name: str):

@@ -84,6 +84,11 @@ def num_frames(num_samples: int) -> int:
     return 0 if num_samples < FRAME_LENGTH else 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
 
 
+def frame_span(num_frames: int) -> int:
+    """Samples that ``num_frames`` consecutive Kaldi frames read: the samples of a ``num_frames``-frame window."""
+    return FRAME_LENGTH + (num_frames - 1) * FRAME_SHIFT
+
+
 def normalize_fbank(fbank: Tensor, mean: float = PAPER_NORM_MEAN, std: float = PAPER_NORM_STD) -> Tensor:
     """AST's normalisation ``(fbank - mean) / (2 * std)``, as ``ASTFeatureExtractor.normalize`` does it."""
     return (fbank - mean) / (std * 2)
@@ -278,7 +283,7 @@ def batch_fbank(
         members = order[start : start + step]
         counts = [frame_counts[i] for i in members]
         chunk_frames = max(counts)
-        samples = FRAME_LENGTH + (chunk_frames - 1) * FRAME_SHIFT  # later samples reach no computed frame
+        samples = frame_span(chunk_frames)  # later samples reach no computed frame
         if isinstance(clips, Tensor):
             chunk = clips[torch.tensor(members, device=device), :samples]
         else:

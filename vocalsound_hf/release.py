@@ -45,6 +45,9 @@ HOMEPAGE = "https://github.com/YuanGongND/vocalsound"
 LICENSE = "cc-by-sa-4.0"
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+# How clips are assigned to splits: the official datafiles (the paper's sets), or every wav by its speaker's
+# meta file.
+SPLIT_SOURCES: tuple[str, ...] = ("datafiles", "speakers")
 # Official file stem of each split in datafiles/ and meta/.
 SPLIT_FILES: dict[str, str] = {"train": "tr", "validation": "val", "test": "te"}
 # datafiles/subtest/ files and the metadata filter each one corresponds to.
@@ -86,10 +89,6 @@ class ClipName:
     speaker_id: str
     collection: int
     label: int
-
-    @property
-    def class_token(self) -> str:
-        return CLASS_TOKENS[self.label]
 
 
 def parse_file_name(file_name: str) -> ClipName:
