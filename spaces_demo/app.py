@@ -2,7 +2,8 @@
 
 Run ``python app.py [MODEL]``; MODEL (or the ``VOCALSOUND_MODEL`` environment variable) is a model directory
 or a Hub id. ``VOCALSOUND_FAST=0`` switches from the fast CPU path (int8, bf16) to the fp32 model. The port
-comes from ``GRADIO_SERVER_PORT`` (default 7860). Everything but the page itself lives in ``vocalsound_hf.inference``.
+comes from ``GRADIO_SERVER_PORT`` (default: the first free one from 7860). Everything but the page itself
+lives in the library: decoding in ``vocalsound_hf.audio``, the classifier in ``vocalsound_hf.inference``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from vocalsound_hf.audio import AudioInputError, load_audio  # noqa: E402
 from vocalsound_hf.features import FRAME_SHIFT, num_frames  # noqa: E402
-from vocalsound_hf.inference import AudioClassifier, AudioInputError, Prediction, load_audio  # noqa: E402
+from vocalsound_hf.inference.classifier import AudioClassifier, Prediction  # noqa: E402
 from vocalsound_hf.release import TARGET_SAMPLING_RATE  # noqa: E402
 
 logger = logging.getLogger("vocalsound_demo")

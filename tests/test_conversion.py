@@ -19,7 +19,7 @@ from conftest import AUDIOSET_CSV, REFERENCE_AST, converted_audioset_dir
 from transformers import AutoModelForAudioClassification
 
 from vocalsound_hf.cli import main
-from vocalsound_hf.conversion import convert_original_checkpoint
+from vocalsound_hf.models.conversion import convert_original_checkpoint
 from vocalsound_hf.release import CLASS_NAMES
 
 LOGIT_ATOL = 1e-4  # README section 8, for the saved config (one LayerNorm eps, 1e-6)

@@ -71,7 +71,7 @@ def _rows(split):
 def release_16k_zip(tmp_path_factory):
     from conftest import TEST_SPEAKERS
 
-    from vocalsound_hf.synth import make_synthetic_release
+    from vocalsound_hf.data.synth_release import make_synthetic_release
 
     out = tmp_path_factory.mktemp("zip16k") / "vs_release_16k"
     return make_synthetic_release(out, num_speakers=TEST_SPEAKERS, seed=0, as_zip=True)
@@ -79,7 +79,7 @@ def release_16k_zip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def release_44k(tmp_path_factory):
-    from vocalsound_hf.synth import make_synthetic_release
+    from vocalsound_hf.data.synth_release import make_synthetic_release
 
     out = tmp_path_factory.mktemp("rel44k") / "vs_release_44k"
     return make_synthetic_release(out, sampling_rate=44100, num_speakers=SMALL_SPEAKERS, seed=1)
@@ -87,7 +87,7 @@ def release_44k(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def release_44k_zip(tmp_path_factory):
-    from vocalsound_hf.synth import make_synthetic_release
+    from vocalsound_hf.data.synth_release import make_synthetic_release
 
     out = tmp_path_factory.mktemp("zip44k") / "vs_release_44k"
     return make_synthetic_release(out, sampling_rate=44100, num_speakers=SMALL_SPEAKERS, seed=1, as_zip=True)
@@ -331,7 +331,7 @@ def test_download_is_checked_and_a_bad_download_is_not_cached(release_16k_zip, t
     import fsspec
 
     from vocalsound_hf import load_vocalsound, release
-    from vocalsound_hf.data import ChecksumError
+    from vocalsound_hf.data.builder import ChecksumError
 
     good = release_16k_zip.read_bytes()
     url = "memory://dropbox/vs_release_16k.zip"
@@ -416,7 +416,7 @@ def test_norm_stats_follow_the_original_recipe(synth_release, batch_size):
 
 
 def test_read_norm_stats_without_a_card_or_stats_is_none(tmp_path):
-    from vocalsound_hf.data import read_norm_stats
+    from vocalsound_hf.data.stats import read_norm_stats
 
     assert read_norm_stats(tmp_path) is None
     (tmp_path / "README.md").write_text("---\nlicense: cc-by-sa-4.0\n---\n\n# A card\n")

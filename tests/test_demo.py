@@ -6,10 +6,11 @@ The browser test drives Debian's ``chromium`` with Playwright and saves screensh
 from __future__ import annotations
 
 import os
-import socket
+import queue
+import re
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import httpx
@@ -17,13 +18,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vocalsound_hf.inference import AudioClassifier
+from vocalsound_hf.inference.classifier import AudioClassifier
 from vocalsound_hf.release import CLASS_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "spaces_demo" / "app.py"
 ARTIFACTS = REPO_ROOT / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
+# What Gradio prints once its server answers, e.g. "* Running on local URL:  http://127.0.0.1:7860".
+LOCAL_URL = re.compile(r"Running on local URL:\s+(\S+)")
+STARTUP_TIMEOUT_S = 300
 SR = 16_000
 # Keeps Chromium from reaching anything but the local server.
 CHROMIUM_ARGS = [
@@ -38,13 +42,23 @@ CHROMIUM_ARGS = [
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **extra}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **extra}
+    # Without a port Gradio takes the first one from 7860 up that its server binds, so no port is chosen here
+    # that another process could take before the server binds it.
+    env.pop("GRADIO_SERVER_PORT", None)
+    return env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _read_url(stdout, log: Path, urls: queue.SimpleQueue) -> None:
+    """Copy the server's stdout to ``log``; put the URL it prints once it serves, or ``None`` when it exits."""
+    # Append mode, as the server's own stderr writes the same file.
+    with log.open("a") as out:
+        for line in stdout:
+            out.write(line)
+            out.flush()
+            if found := LOCAL_URL.search(line):
+                urls.put(found.group(1).rstrip("/") + "/")
+    urls.put(None)
 
 
 def _clip(path: Path, seconds: float, sr: int = SR, seed: int = 0) -> Path:
@@ -58,33 +72,35 @@ def _clip(path: Path, seconds: float, sr: int = SR, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    """``python spaces_demo/app.py MODEL`` on a free port; yields its URL and log file, and always stops it."""
-    port = _free_port()
+    """``python spaces_demo/app.py MODEL`` on a port Gradio finds free; yields its URL and log file, and always
+    stops it."""
     log = tmp_path_factory.mktemp("server") / "server.log"
     # The model comes from argv; a bogus VOCALSOUND_MODEL shows that argv wins over it.
-    env = _env(GRADIO_SERVER_PORT=str(port), VOCALSOUND_MODEL="/nonexistent/model")
-    with log.open("w") as out:
+    env = _env(VOCALSOUND_MODEL="/nonexistent/model", PYTHONUNBUFFERED="1")
+    # Its log messages (stderr) go straight to the file, so a test reads them as soon as a request is answered;
+    # stdout, where Gradio prints the URL, is read here.
+    with log.open("a") as stderr:
         process = subprocess.Popen(
             [sys.executable, str(APP), str(tiny_model_dir)],
             cwd=REPO_ROOT,
             env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
         )
-    url = f"http://127.0.0.1:{port}/"
+    urls = queue.SimpleQueue()
+    reader = threading.Thread(target=_read_url, args=(process.stdout, log, urls), daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer within 120 s:\n{log.read_text()}")
-            time.sleep(0.5)
+        # Gradio prints the URL once its server has started. The timeout only guards against a hung start.
+        try:
+            url = urls.get(timeout=STARTUP_TIMEOUT_S)
+        except queue.Empty:
+            pytest.fail(f"the app printed no URL within {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
+        if url is None:
+            process.wait()
+            pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text()}")
+        assert httpx.get(url, timeout=30).status_code == 200
         yield url, log
     finally:
         process.terminate()
@@ -93,6 +109,7 @@ def server(tiny_model_dir, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+        reader.join(timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +205,7 @@ def test_missing_model_exits_with_one_clear_line(tmp_path):
     result = subprocess.run(
         [sys.executable, str(APP)],
         cwd=REPO_ROOT,
-        env=_env(VOCALSOUND_MODEL=str(tmp_path / "no_model"), GRADIO_SERVER_PORT=str(_free_port())),
+        env=_env(VOCALSOUND_MODEL=str(tmp_path / "no_model")),
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,4 +1,5 @@
-"""``vocalsound_hf.inference`` and ``vocalsound-hf predict``: decoding, bad input, windows, fast path.
+"""``vocalsound_hf.audio.load_audio``, ``vocalsound_hf.inference`` and ``vocalsound-hf predict``: decoding, bad
+input, windows, fast path.
 
 Two small models stand in for a trained one, because a randomly initialised AST gives nearly the same output
 for every input, which would let format and agreement checks pass without testing anything (and training a
@@ -22,18 +23,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from transformers import ASTConfig, ASTForAudioClassification, pipeline
 
 from vocalsound_hf import cli
+from vocalsound_hf.audio import MAX_DURATION_S, AudioInputError, load_audio
 from vocalsound_hf.features import make_feature_extractor
-from vocalsound_hf.inference import (
-    MAX_DURATION_S,
-    AudioClassifier,
-    AudioInputError,
-    _fast_layers,
-    _FastLayer,
-    _Int8Linear,
-    load_audio,
-)
+from vocalsound_hf.inference import fast as fast_path
+from vocalsound_hf.inference.classifier import AudioClassifier
+from vocalsound_hf.inference.fast import _FastLayer, _Int8Linear, fast_layers
+from vocalsound_hf.models.build import build_ast
+from vocalsound_hf.models.model_dir import save_model_dir
 from vocalsound_hf.release import CLASS_NAMES, parse_file_name
 
 SR = 16_000
@@ -53,8 +52,6 @@ def _ffmpeg(src: Path, dst: Path, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def structured_model(reference_ast, tmp_path_factory) -> Path:
-    from vocalsound_hf.modeling import build_ast, save_model_dir
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_ast(
@@ -113,8 +110,6 @@ def fast(structured_model) -> AudioClassifier:
 
 @pytest.fixture(scope="module")
 def energy_cough() -> AudioClassifier:
-    from transformers import ASTConfig
-
     config = ASTConfig(max_length=128, num_labels=len(CLASS_NAMES), id2label=dict(enumerate(CLASS_NAMES)))
     return AudioClassifier(EnergyCough(config), make_feature_extractor(max_length=128))
 
@@ -240,8 +235,6 @@ def test_window_starts_cover_the_recording(classifier):
 
 def test_clip_matches_the_transformers_pipeline(structured_model, classifier, test_clips):
     # A clip within the window gets exactly what transformers' audio-classification pipeline gives.
-    from transformers import pipeline
-
     classify = pipeline("audio-classification", model=str(structured_model), device="cpu")
     for path in test_clips[:6]:
         waveform = load_audio(path)[: classifier.window_samples]
@@ -320,16 +313,26 @@ def test_fast_path_agrees_with_fp32(fast, classifier, test_clips):
     assert (fp32.argmax(1) == quantised.argmax(1)).float().mean() >= 0.9
 
 
-def test_fast_layers_compute_what_the_model_computes(structured_model):
-    """Fused q/k/v with the attention scale folded in, in-place GELU and a last layer for the pooled tokens only
-    give the full model's logits."""
-    from transformers import ASTForAudioClassification
+class _FloatLinear(torch.nn.Linear):
+    """``_Int8Linear``'s interface in fp32, so that the layers' restructuring is checked apart from int8 rounding."""
 
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__(weight.shape[1], weight.shape[0], bias=bias is not None)
+        self.weight.data = weight.detach()
+        if bias is not None:
+            self.bias.data = bias.detach()
+
+
+def test_fast_layers_compute_what_the_model_computes(structured_model, monkeypatch):
+    """Fused q/k/v with the attention scale folded in, in-place GELU and a last layer for the pooled tokens only
+    give the full model's logits (with fp32 linear layers and fp32 ``sdpa`` in place of int8 and bf16)."""
+    monkeypatch.setattr(fast_path, "_Int8Linear", _FloatLinear)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     full = ASTForAudioClassification.from_pretrained(structured_model, attn_implementation="eager").eval()
-    fast = _fast_layers(
-        ASTForAudioClassification.from_pretrained(structured_model, attn_implementation="eager").eval(),
-        low_precision=False,
+    fast = fast_layers(
+        ASTForAudioClassification.from_pretrained(structured_model, attn_implementation="eager").eval()
     )
+    assert not any(isinstance(m, _Int8Linear) for m in fast.modules())
     features = 0.5 * torch.randn(3, 128, 128, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         logits, expected_logits = fast(input_values=features).logits, full(input_values=features).logits

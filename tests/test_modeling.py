@@ -19,13 +19,9 @@ from conftest import REFERENCE_AST, converted_audioset_dir, synthetic_audioset_c
 from transformers import ASTForAudioClassification, DeiTConfig, DeiTModel
 
 from vocalsound_hf.cli import main
-from vocalsound_hf.modeling import (
-    LAYER_NORM_EPS,
-    MODEL_SIZES,
-    adapt_position_embeddings,
-    build_ast,
-    init_model_dir,
-)
+from vocalsound_hf.models.build import build_ast, init_model_dir
+from vocalsound_hf.models.position_embeddings import adapt_position_embeddings
+from vocalsound_hf.models.presets import LAYER_NORM_EPS, MODEL_SIZES
 from vocalsound_hf.release import AUDIOSET_INDICES, CLASS_NAMES, PAPER_NORM_MEAN, PAPER_NORM_STD
 
 DEIT_TINY = REFERENCE_AST / "deit_tiny_distilled_random.pt"

@@ -48,7 +48,7 @@ _LOADER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def release_44k_zip(tmp_path_factory):
-    from vocalsound_hf.synth import make_synthetic_release
+    from vocalsound_hf.data.synth_release import make_synthetic_release
 
     out = tmp_path_factory.mktemp("zip44k") / "vs_release_44k"
     return make_synthetic_release(out, sampling_rate=44100, num_speakers=12, seed=1, as_zip=True)
@@ -58,7 +58,7 @@ def release_44k_zip(tmp_path_factory):
 def exported(synth_release, release_44k_zip, tmp_path_factory):
     """Both configs exported into one folder: 16k through the API in parallel and in several shards, 44k by the CLI."""
     from vocalsound_hf.cli import main
-    from vocalsound_hf.publish import export_dataset
+    from vocalsound_hf.data.export import export_dataset
 
     out = tmp_path_factory.mktemp("export") / "vocalsound"
     assert export_dataset(synth_release, out, config="16k", num_proc=2, max_shard_size="2MB") == out
@@ -118,7 +118,7 @@ def test_card_declares_configs_features_splits_licence_task_and_stats(
     from huggingface_hub import DatasetCard
 
     from vocalsound_hf import compute_norm_stats, load_vocalsound
-    from vocalsound_hf.data import read_norm_stats
+    from vocalsound_hf.data.stats import read_norm_stats
 
     card = DatasetCard.load(exported / "README.md")
     data = card.data.to_dict()
@@ -145,7 +145,7 @@ def test_card_declares_configs_features_splits_licence_task_and_stats(
 
 def test_cli_norm_stats_of_an_export_match_the_card(exported, capsys):
     from vocalsound_hf.cli import main
-    from vocalsound_hf.data import read_norm_stats
+    from vocalsound_hf.data.stats import read_norm_stats
 
     assert main(["norm-stats", "--data-dir", str(exported), "--config", "44k"]) == 0
     printed = dict(part.split("=") for part in capsys.readouterr().out.split())
@@ -155,7 +155,7 @@ def test_cli_norm_stats_of_an_export_match_the_card(exported, capsys):
 
 
 def test_export_refuses_a_folder_that_is_not_an_export(synth_release, tmp_path):
-    from vocalsound_hf.publish import export_dataset
+    from vocalsound_hf.data.export import export_dataset
 
     out = tmp_path / "mine"
     out.mkdir()
@@ -172,7 +172,7 @@ def test_failed_export_leaves_the_previous_one_and_skipping_is_recorded(
     import huggingface_hub
     from huggingface_hub import DatasetCard
 
-    from vocalsound_hf.publish import export_dataset
+    from vocalsound_hf.data.export import export_dataset
 
     out = Path(shutil.copytree(exported, tmp_path / "vocalsound"))
     release = Path(shutil.copytree(synth_release, tmp_path / "release"))

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vocalsound_hf import release, synth
+from vocalsound_hf import release
 from vocalsound_hf.cli import main
+from vocalsound_hf.data import synth_plan, synth_sounds
+from vocalsound_hf.data.synth_release import FOREIGN_AUDIO_ROOT, _meta_csv, make_synthetic_release
 
 AUDIO = release.AUDIO_DIRS["16k"]
 STEMS = tuple(release.SPLIT_FILES.values())
@@ -128,7 +130,7 @@ def test_datafiles_format_and_foreign_paths(synth_release):
     for stem, split_entries in entries.items():
         for entry in split_entries:
             assert set(entry) == {"wav", "labels"}
-            assert entry["wav"] == f"{synth.FOREIGN_AUDIO_ROOT}/{AUDIO}/{_name(entry)}"
+            assert entry["wav"] == f"{FOREIGN_AUDIO_ROOT}/{AUDIO}/{_name(entry)}"
             assert not Path(entry["wav"]).exists(), (
                 "datafile paths point at the authors' machine, as in the real release"
             )
@@ -182,7 +184,7 @@ def test_valid_clips_are_mono_pcm16_and_not_clipped(synth_release):
         audio, _ = sf.read(synth_release / AUDIO / name)
         assert 0.05 < np.abs(audio).max() < 0.97
         durations.append(info.duration)
-    assert 1.0 <= min(durations) and max(durations) <= synth.MAX_CLIP_SECONDS
+    assert 1.0 <= min(durations) and max(durations) <= synth_sounds.MAX_CLIP_SECONDS
     assert np.std(durations) > 0.5, "clip durations vary"
 
 
@@ -197,21 +199,21 @@ def test_appledouble_junk_is_not_audio(synth_release):
 
 
 def test_default_size_gives_enough_training_clips():
-    speakers = synth._plan_speakers(synth.DEFAULT_NUM_SPEAKERS, 0)
-    clips = synth._plan_clips(speakers, 0)
+    speakers = synth_plan.plan_speakers(synth_plan.DEFAULT_NUM_SPEAKERS, 0)
+    clips = synth_plan.plan_clips(speakers, 0)
     listed = Counter(c.speaker.split for c in clips if c.fate == "ok")
     assert listed["train"] > 1200
     total = sum(listed.values())
     assert 0.68 < listed["train"] / total < 0.80 and 0.12 < listed["test"] / total < 0.22
-    bad = Counter((c.speaker.speaker_id, c.collection) for c in clips if c.fate in synth._BAD_KINDS)
+    bad = Counter((c.speaker.speaker_id, c.collection) for c in clips if c.fate in synth_plan.BAD_KINDS)
     assert 0.01 <= sum(bad.values()) / len(clips) <= 0.02
     assert max(bad.values()) == 6, "one whole collection is broken, as m0600_0_* in the real release"
-    assert set(synth._BAD_KINDS) <= {c.fate for c in clips}
+    assert set(synth_plan.BAD_KINDS) <= {c.fate for c in clips}
 
 
 def test_meta_csv_quotes_fields_with_commas():
-    speakers = synth._plan_speakers(synth.DEFAULT_NUM_SPEAKERS, 0)
-    text = synth._meta_csv(speakers).decode()
+    speakers = synth_plan.plan_speakers(synth_plan.DEFAULT_NUM_SPEAKERS, 0)
+    text = _meta_csv(speakers).decode()
     assert '"Korea, Republic of"' in text
     assert list(csv.reader(io.StringIO(text))) == [speaker.meta_row() for speaker in speakers]
     assert Counter(s.gender for s in speakers)["o"] >= 3
@@ -219,13 +221,13 @@ def test_meta_csv_quotes_fields_with_commas():
 
 
 def test_zip_matches_folder_and_is_deterministic(tmp_path):
-    folder = synth.make_synthetic_release(tmp_path / "folder", num_speakers=12, seed=3)
+    folder = make_synthetic_release(tmp_path / "folder", num_speakers=12, seed=3)
     assert (
         main(["synth-release", str(tmp_path / "vs_release_16k"), "--speakers", "12", "--seed", "3", "--zip"])
         == 0
     )
     archive = tmp_path / "vs_release_16k.zip"
-    again = synth.make_synthetic_release(tmp_path / "again.zip", num_speakers=12, seed=3, as_zip=True)
+    again = make_synthetic_release(tmp_path / "again.zip", num_speakers=12, seed=3, as_zip=True)
     assert archive.read_bytes() == again.read_bytes()
 
     expected = _files(folder)
@@ -235,7 +237,7 @@ def test_zip_matches_folder_and_is_deterministic(tmp_path):
     assert {name.split("/")[0] for name in members} == {p.name for p in folder.iterdir()}, "no wrapper folder"
     assert any(name.startswith(f"__MACOSX/{AUDIO}/._") for name in members)
 
-    other = synth.make_synthetic_release(tmp_path / "other", num_speakers=12, seed=4)
+    other = make_synthetic_release(tmp_path / "other", num_speakers=12, seed=4)
     # Different speakers and different audio; only valid clips count (the 0-byte bad clips are alike).
     digests = {hashlib.sha256((other / AUDIO / name).read_bytes()).digest() for name in _listed(other)}
     assert digests.isdisjoint(
@@ -254,8 +256,7 @@ def test_cli_writes_44k_release_into_an_empty_folder(tmp_path, capsys):
     assert not (out / AUDIO).exists()
     listed = _listed(out)
     assert all(
-        e["wav"].startswith(f"{synth.FOREIGN_AUDIO_ROOT}/{audio_dir}/")
-        for e in _read_datafile(out, "all.json")
+        e["wav"].startswith(f"{FOREIGN_AUDIO_ROOT}/{audio_dir}/") for e in _read_datafile(out, "all.json")
     )
     rates = {sf.info(out / audio_dir / name).samplerate for name in listed}
     assert rates == {44100}
@@ -270,7 +271,7 @@ def test_refuses_to_overwrite(tmp_path, capsys):
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="release"):
-        synth.make_synthetic_release(out, num_speakers=12)
+        make_synthetic_release(out, num_speakers=12)
     archive = tmp_path / "release.zip"
     archive.write_bytes(b"not yours")
     assert main(["synth-release", str(tmp_path / "release"), "--speakers", "12", "--zip"]) == 2
@@ -289,7 +290,7 @@ def test_refuses_to_overwrite(tmp_path, capsys):
 )
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        synth.make_synthetic_release(tmp_path / "out", **kwargs)
+        make_synthetic_release(tmp_path / "out", **kwargs)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -303,9 +304,9 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch, as_zip):
             raise RuntimeError("disk on fire")
         return np.zeros(16000, dtype=np.float32)
 
-    monkeypatch.setattr(synth, "_synthesise_clip", failing)
+    monkeypatch.setattr("vocalsound_hf.data.synth_release.synthesise_clip", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        synth.make_synthetic_release(tmp_path / "out", num_speakers=12, as_zip=as_zip)
+        make_synthetic_release(tmp_path / "out", num_speakers=12, as_zip=as_zip)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -355,7 +356,9 @@ def _shape(path: Path) -> dict[str, float]:
 def test_each_class_has_the_shape_of_the_real_sound(synth_release):
     shapes = {token: [] for token in release.CLASS_TOKENS}
     for name in sorted(_listed(synth_release)):
-        shapes[release.parse_file_name(name).class_token].append(_shape(synth_release / AUDIO / name))
+        shapes[release.CLASS_TOKENS[release.parse_file_name(name).label]].append(
+            _shape(synth_release / AUDIO / name)
+        )
 
     def median(token, key):
         return float(np.median([s[key] for s in shapes[token]]))
@@ -405,7 +408,7 @@ def test_classes_are_learnable_but_not_trivial(tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    root = synth.make_synthetic_release(tmp_path / "release", num_speakers=90, seed=1)
+    root = make_synthetic_release(tmp_path / "release", num_speakers=90, seed=1)
 
     def split(stem):
         entries = _read_datafile(root, f"{stem}.json")

@@ -1,7 +1,9 @@
 """``vocalsound-hf``: a thin command line over the library API.
 
-Each sub-command parses its arguments and calls one library function; heavy imports happen inside
-the command that needs them, so ``vocalsound-hf --help`` is instant.
+Each sub-command parses its arguments and calls one library function. The choices come from the modules
+that define them (``release``, ``models.presets``: plain Python). The library itself (torch, transformers,
+datasets) is imported inside the command that needs it, so that ``vocalsound-hf --help`` and argument
+errors answer at once instead of after seconds of imports.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import argparse
 import logging
 import sys
 
+from .models.presets import HEADS, MODEL_SIZES
+from .release import CONFIGS, PAPER_NORM_MEAN, PAPER_NORM_STD
+
 logger = logging.getLogger("vocalsound_hf")
 
 
 def _synth_release(args: argparse.Namespace) -> None:
-    from .synth import make_synthetic_release
+    from .data.synth_release import make_synthetic_release
 
     path = make_synthetic_release(
         args.out,
@@ -27,7 +32,7 @@ def _synth_release(args: argparse.Namespace) -> None:
 
 
 def _export_dataset(args: argparse.Namespace) -> None:
-    from .publish import export_dataset
+    from .data.export import export_dataset
 
     out = export_dataset(
         args.data_dir,
@@ -41,15 +46,14 @@ def _export_dataset(args: argparse.Namespace) -> None:
 
 
 def _norm_stats(args: argparse.Namespace) -> None:
-    from .data import norm_stats_of_release
+    from .data.stats import norm_stats_of_release
 
     mean, std = norm_stats_of_release(args.data_dir, config=args.config, batch_size=args.batch_size)
     print(f"mean={mean:.7f} std={std:.7f}")
 
 
 def _init_model(args: argparse.Namespace) -> None:
-    from .modeling import init_model_dir
-    from .release import PAPER_NORM_MEAN, PAPER_NORM_STD
+    from .models.build import init_model_dir
 
     path = init_model_dir(
         args.out_dir,
@@ -60,15 +64,15 @@ def _init_model(args: argparse.Namespace) -> None:
         imagenet_pretrain=args.imagenet,
         audioset_pretrain=args.audioset,
         head=args.head,
-        norm_mean=PAPER_NORM_MEAN if args.norm_mean is None else args.norm_mean,
-        norm_std=PAPER_NORM_STD if args.norm_std is None else args.norm_std,
+        norm_mean=args.norm_mean,
+        norm_std=args.norm_std,
         seed=args.seed,
     )
     print(path)
 
 
 def _convert_checkpoint(args: argparse.Namespace) -> None:
-    from .conversion import convert_original_checkpoint
+    from .models.conversion import convert_original_checkpoint
 
     path = convert_original_checkpoint(
         args.checkpoint,
@@ -86,7 +90,7 @@ def _convert_checkpoint(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from transformers.utils import logging as transformers_logging
 
-    from .inference import predict_files
+    from .inference.predict import predict_files
 
     # The weight-loading progress bar would interleave with the results and the one-line errors.
     transformers_logging.disable_progress_bar()
@@ -102,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth-release", help="write a synthetic VocalSound release in the official layout")
     p.add_argument("out", help="output folder (or the .zip path with --zip)")
-    p.add_argument("--sampling-rate", type=int, choices=(16000, 44100), default=16000)
+    p.add_argument("--sampling-rate", type=int, choices=sorted(CONFIGS.values()), default=CONFIGS["16k"])
     p.add_argument(
         "--speakers", type=int, default=None, help="number of speakers (default: the embedded size)"
     )
@@ -113,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-dataset", help="write a script-free Hub dataset repository (Parquet + card)")
     p.add_argument("--data-dir", required=True, help="the unzipped release folder or its zip")
     p.add_argument("--out", required=True, help="folder of the dataset repository")
-    p.add_argument("--config", choices=("16k", "44k"), default="16k")
+    p.add_argument("--config", choices=list(CONFIGS), default="16k")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="also upload to this Hub dataset repo")
     p.add_argument("--num-proc", type=int, default=None)
     p.add_argument(
@@ -125,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         "norm-stats", help="fbank mean and std of the training split, as the original AST computes them"
     )
     p.add_argument("--data-dir", required=True, help="a release folder or zip, or an exported dataset folder")
-    p.add_argument("--config", choices=("16k", "44k"), default="16k")
+    p.add_argument("--config", choices=list(CONFIGS), default="16k")
     p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(func=_norm_stats)
 
     p = sub.add_parser("init-model", help="write an AST model directory ready for train_hf.py and pipeline")
     p.add_argument("out_dir")
-    p.add_argument("--model-size", default="base384", choices=("tiny224", "small224", "base224", "base384"))
+    p.add_argument("--model-size", default="base384", choices=list(MODEL_SIZES))
     p.add_argument("--input-tdim", type=int, default=512)
     p.add_argument("--fstride", type=int, default=10)
     p.add_argument("--tstride", type=int, default=10)
@@ -141,9 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--audioset", default=None, metavar="PATH", help="AST AudioSet checkpoint (HF dir / Hub id / .pth)"
     )
-    p.add_argument("--head", choices=("new", "audioset"), default="new", help="audioset: zero-shot head")
-    p.add_argument("--norm-mean", type=float, default=None, help="fbank mean (default: the paper's)")
-    p.add_argument("--norm-std", type=float, default=None, help="fbank std (default: the paper's)")
+    p.add_argument("--head", choices=HEADS, default="new", help="audioset: zero-shot head")
+    p.add_argument(
+        "--norm-mean", type=float, default=PAPER_NORM_MEAN, help="fbank mean (default: the paper's)"
+    )
+    p.add_argument("--norm-std", type=float, default=PAPER_NORM_STD, help="fbank std (default: the paper's)")
     p.add_argument("--seed", type=int, default=None, help="seed for the randomly initialised parts")
     p.set_defaults(func=_init_model)
 

@@ -1,20 +1,17 @@
 """Export VocalSound as a script-free Hub dataset repository: Parquet shards with the audio embedded and a card.
 
-The builder (``vocalsound_hf.data.VocalSound``) writes the Parquet shards itself (``datasets`` embeds the
-wav bytes when the format is Parquet), so the export holds exactly the builder's data; this module
-arranges the shards as a Hub repository, writes the dataset card (YAML: configs, features, splits,
-licence, task, norm stats) and optionally uploads the folder.
+The builder (``builder.VocalSound``) writes the Parquet shards itself (``datasets`` embeds the wav bytes
+when the format is Parquet), so the export holds exactly the builder's data; this module arranges the
+shards as a Hub repository, writes the dataset card (YAML: configs, features, splits, licence, task, norm
+stats; the text from the ``dataset_card.md`` template next to it) and optionally uploads the folder.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import shutil
 import string
-import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -25,9 +22,11 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from . import __version__
-from .data import NORM_STATS_KEY, VocalSound, compute_norm_stats
-from .release import CITATION, CLASS_NAMES, CONFIGS, HOMEPAGE, LICENSE, RELEASE_SHA256, RELEASE_URLS, SPLITS
+from .. import __version__
+from ..fileio import sha256_file, staged_path
+from ..release import CITATION, CLASS_NAMES, CONFIGS, HOMEPAGE, LICENSE, RELEASE_SHA256, RELEASE_URLS, SPLITS
+from .builder import VocalSound
+from .stats import NORM_STATS_KEY, compute_norm_stats
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +68,11 @@ def export_dataset(
     out = Path(out).absolute()
     previous = _previous_card(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    # mkdtemp makes the folder private; the export should get the permissions of any new folder.
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    # The builder leaves lock files next to its output folder: keep them out of the staged repository.
-    build_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".build", dir=out.parent))
-    try:
+    # The builder leaves lock files next to its output folder: it builds in a folder of its own, outside
+    # the staged repository.
+    with staged_path(out) as staging, staged_path(out) as build_root:
+        staging.mkdir()
+        build_root.mkdir()
         start = time.perf_counter()
         builder = VocalSound(
             config_name=config,
@@ -111,9 +107,6 @@ def export_dataset(
         )
         card.save(staging / "README.md")
         _install(staging, out, config)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(build_root, ignore_errors=True)
     logger.info("exported VocalSound %s to %s (norm stats mean %.7f, std %.7f)", config, out, mean, std)
     if push_to_hub:
         _push(out, push_to_hub, config)
@@ -170,11 +163,7 @@ def _export_info(
         source = Path(data_dir)
         info["source"] = source.name
         if source.is_file():
-            digest = hashlib.sha256()
-            with open(source, "rb") as file:
-                while chunk := file.read(1 << 20):
-                    digest.update(chunk)
-            info["source_sha256"] = digest.hexdigest()
+            info["source_sha256"] = sha256_file(source)
     info["skipped_clips"] = [
         f"{split}/{name}: {why}" for split, items in skipped.items() for name, why in items
     ]
@@ -250,7 +239,7 @@ def _make_card(
     infos = _per_config(data.to_dict(), "dataset_info")
     num_clips = sum(split["num_examples"] for split in infos[default]["splits"])
     data["size_categories"] = [_size_category(num_clips)]
-    template = string.Template(files("vocalsound_hf").joinpath(CARD_TEMPLATE).read_text(encoding="utf-8"))
+    template = string.Template(files(__package__).joinpath(CARD_TEMPLATE).read_text(encoding="utf-8"))
     body = template.substitute(
         num_clips=f"{num_clips:,}",
         homepage=HOMEPAGE,
@@ -307,6 +296,7 @@ def _install(staging: Path, out: Path, config: str) -> None:
 
 def _push(out: Path, repo_id: str, config: str) -> None:
     """Upload the config's shards and the card; the remote shards of that config are replaced."""
+    # Imported here: the upload is the only step that needs the Hub client and a network.
     from huggingface_hub import HfApi
 
     api = HfApi()

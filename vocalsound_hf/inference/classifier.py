@@ -1,0 +1,266 @@
+"""``AudioClassifier``: a saved ``ASTForAudioClassification`` with its feature settings, for clips and long
+recordings.
+
+Clips up to the model's window are classified in one pass; longer recordings are classified as sliding
+windows, giving a timeline (``Window``) and an overall label (``Prediction``). Silent windows are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import ASTFeatureExtractor, ASTForAudioClassification
+
+from ..audio import MAX_DURATION_S, AudioInputError, load_audio
+from ..features import batch_fbank, frame_span
+from .fast import fast_layers
+
+logger = logging.getLogger(__name__)
+
+# A window (or a whole recording) whose RMS level is below this is silence: the six classes have no
+# "background" class, so silence is reported as such instead of being forced into one of them.
+SILENCE_DBFS = -60.0
+# Windows per forward pass; bounds memory on long recordings.
+WINDOW_BATCH_SIZE = 8
+
+
+def rms_dbfs(waveform: torch.Tensor) -> torch.Tensor:
+    """RMS level in dB relative to full scale over the last dimension (``-inf`` for digital silence)."""
+    return 10 * torch.log10(waveform.square().mean(dim=-1))
+
+
+@dataclass(frozen=True)
+class Window:
+    """One analysis window of a recording; ``probabilities`` is ``None`` for a silent window."""
+
+    start_s: float
+    end_s: float
+    probabilities: dict[str, float] | None
+
+    @property
+    def label(self) -> str | None:
+        """The top class, or ``None`` when the window is silent."""
+        return None if self.probabilities is None else max(self.probabilities, key=self.probabilities.get)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The classification of one recording: overall class probabilities and the windows behind them."""
+
+    probabilities: dict[str, float]
+    duration_s: float
+    windows: tuple[Window, ...]
+
+    @property
+    def label(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most probable classes with their probabilities, best first."""
+        return sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)[:k]
+
+    def to_dict(self, top_k: int | None = None) -> dict:
+        """A JSON-ready dict: ``predictions`` in the transformers pipeline format, plus the windows."""
+        top = self.top(len(self.probabilities) if top_k is None else top_k)
+        return {
+            "duration_s": round(self.duration_s, 3),
+            "predictions": [{"score": score, "label": label} for label, score in top],
+            "windows": [
+                {
+                    "start_s": round(w.start_s, 3),
+                    "end_s": round(w.end_s, 3),
+                    "label": w.label,
+                    "score": None if w.probabilities is None else w.probabilities[w.label],
+                }
+                for w in self.windows
+            ],
+        }
+
+
+class AudioClassifier:
+    """An AST audio classifier with its feature settings, for clips and long recordings.
+
+    Build it with ``AudioClassifier.from_pretrained(model_dir_or_hub_id, fast=...)``.
+    """
+
+    def __init__(self, model, feature_extractor, *, fast: bool = False):
+        config = model.config
+        if feature_extractor.max_length != config.max_length:
+            raise ValueError(
+                f"the feature extractor makes {feature_extractor.max_length} frames but the model expects "
+                f"{config.max_length}"
+            )
+        self.model = model.eval()
+        self.fast = fast
+        self.sampling_rate = int(feature_extractor.sampling_rate)
+        self.num_mel_bins = int(feature_extractor.num_mel_bins)
+        self.max_length = int(config.max_length)
+        self.mean = float(feature_extractor.mean)
+        self.std = float(feature_extractor.std)
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        # Same rule as transformers' audio-classification pipeline: sigmoid for multi-label heads.
+        self._multi_label = config.problem_type == "multi_label_classification"
+        # Samples that give exactly ``max_length`` fbank frames.
+        self.window_samples = frame_span(self.max_length)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, *, fast: bool = False, device: str | torch.device | None = None
+    ) -> AudioClassifier:
+        """Load a model directory or Hub id (safetensors weights only).
+
+        ``fast`` gives the fast CPU path (int8 linear layers, bf16 attention; see ``fast.fast_layers``); it
+        needs ``device`` to be the CPU. ``device`` defaults to CUDA when available, otherwise the CPU.
+        """
+        if device is None:
+            device = "cpu" if fast or not torch.cuda.is_available() else "cuda"
+        device = torch.device(device)
+        if fast and device.type != "cpu":
+            raise ValueError(f"the fast path (int8 and bf16 CPU kernels) runs on the CPU, not {device}")
+        started = time.perf_counter()
+        model = ASTForAudioClassification.from_pretrained(str(name_or_path), use_safetensors=True).to(device)
+        feature_extractor = ASTFeatureExtractor.from_pretrained(str(name_or_path))
+        if fast:
+            model = fast_layers(model.eval())
+        classifier = cls(model, feature_extractor, fast=fast)
+        logger.info(
+            "loaded %s: %d labels, %d-frame window, %s on %s in %.1f s",
+            name_or_path,
+            len(classifier.labels),
+            classifier.max_length,
+            "int8 fast path" if fast else "fp32",
+            device,
+            time.perf_counter() - started,
+        )
+        return classifier
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters(), torch.empty(0)).device
+
+    @property
+    def window_s(self) -> float:
+        """Length of the model's window in seconds."""
+        return self.window_samples / self.sampling_rate
+
+    def log_mel(
+        self,
+        waveforms: Sequence[torch.Tensor] | torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        max_length: int | None = None,
+    ) -> torch.Tensor:
+        """Normalised log-mel fbank as the model sees it, ``[batch, max_length, mel]``, on the model's device.
+
+        ``waveforms`` is a list of 1-D waveforms or a padded ``[batch, samples]`` tensor with ``lengths``, at
+        the classifier's rate. ``max_length`` defaults to the model's window: shorter inputs are padded and
+        longer ones cut, as in training.
+        """
+        if isinstance(waveforms, torch.Tensor):
+            waveforms = waveforms.to(self.device)
+        else:
+            waveforms = [w.to(self.device) for w in waveforms]
+        return batch_fbank(
+            waveforms,
+            sampling_rate=self.sampling_rate,
+            num_mel_bins=self.num_mel_bins,
+            max_length=max_length or self.max_length,
+            mean=self.mean,
+            std=self.std,
+            lengths=lengths,
+        )
+
+    @torch.inference_mode()
+    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[batch, labels]`` of ``[batch, frames, mel]`` features, in chunks.
+
+        The model runs on its own device; the probabilities come back on the features' device, so that the
+        fast path (CPU only) and a GPU model can be compared on the same features.
+        """
+        chunks = []
+        for chunk in features.split(WINDOW_BATCH_SIZE):
+            logits = self.model(input_values=chunk.to(self.device)).logits.float()
+            chunks.append(logits.sigmoid() if self._multi_label else logits.softmax(dim=-1))
+        return torch.cat(chunks).to(features.device)
+
+    def window_starts(self, num_samples: int, hop_s: float | None = None) -> list[int]:
+        """Start samples of the sliding windows over a recording of ``num_samples`` samples.
+
+        Windows hop by ``hop_s`` (default: half a window); the last one is aligned to the end of the
+        recording so that every sample is covered by a full window.
+        """
+        if num_samples <= self.window_samples:
+            return [0]
+        hop = round((hop_s if hop_s is not None else self.window_s / 2) * self.sampling_rate)
+        if hop <= 0:
+            raise ValueError(f"the window hop must be positive, got {hop_s} s")
+        last = num_samples - self.window_samples
+        starts = list(range(0, last, hop))
+        return [*starts, last]
+
+    def classify(
+        self,
+        audio: str | Path | torch.Tensor,
+        *,
+        name: str | None = None,
+        hop_s: float | None = None,
+        max_duration_s: float = MAX_DURATION_S,
+    ) -> Prediction:
+        """Classify a file or a mono waveform at the classifier's rate (``name`` labels it in messages).
+
+        A recording longer than the model's window is classified as sliding windows (``hop_s`` apart);
+        silent windows (below ``SILENCE_DBFS``) are not classified, and the overall probabilities are the
+        mean of the others weighted by their energy, since the vocal sound is the loud part of a
+        recording. Raises ``AudioInputError`` for unusable input, a silent recording included.
+        """
+        started = time.perf_counter()
+        if isinstance(audio, torch.Tensor):
+            waveform, name = audio.float(), name or "waveform"
+        else:
+            waveform = load_audio(audio, sampling_rate=self.sampling_rate, max_duration_s=max_duration_s)
+            name = name or Path(audio).name
+        if waveform.ndim != 1:
+            raise ValueError(f"expected a mono waveform [samples], got shape {tuple(waveform.shape)}")
+        num_samples = waveform.numel()
+        starts = self.window_starts(num_samples, hop_s)
+        ends = [min(start + self.window_samples, num_samples) for start in starts]
+        # Window views of the waveform, zero-padded when the recording is shorter than one window.
+        windows = torch.nn.functional.pad(waveform, (0, max(0, self.window_samples - num_samples)))
+        windows = windows.unfold(0, self.window_samples, 1)[starts] if len(starts) > 1 else windows[None]
+        lengths = torch.tensor([end - start for start, end in zip(starts, ends)])
+        levels = rms_dbfs(torch.stack([w[:n] for w, n in zip(windows, lengths.tolist())]))
+        active = levels >= SILENCE_DBFS
+        if not active.any():
+            raise AudioInputError(
+                f"{name}: the recording is silent (below {SILENCE_DBFS:g} dBFS); there is nothing to classify"
+            )
+        probs = self.probabilities(self.log_mel(windows[active], lengths[active])).cpu()
+        energy = 10 ** (levels[active] / 10)
+        overall = (probs * energy[:, None]).sum(0) / energy.sum()
+        window_probs = iter(probs.tolist())
+        timeline = tuple(
+            Window(
+                start / self.sampling_rate,
+                end / self.sampling_rate,
+                dict(zip(self.labels, next(window_probs))) if is_active else None,
+            )
+            for start, end, is_active in zip(starts, ends, active.tolist())
+        )
+        prediction = Prediction(
+            dict(zip(self.labels, overall.tolist())), num_samples / self.sampling_rate, timeline
+        )
+        logger.info(
+            "%s: %.2f s, %d window(s), %d silent -> %s %.3f in %.0f ms",
+            name,
+            prediction.duration_s,
+            len(timeline),
+            len(timeline) - int(active.sum()),
+            prediction.label,
+            prediction.probabilities[prediction.label],
+            1000 * (time.perf_counter() - started),
+        )
+        return prediction

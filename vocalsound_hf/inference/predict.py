@@ -1,0 +1,61 @@
+"""``vocalsound-hf predict``: classify audio files and print one result per file, as text or JSON lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..audio import AudioInputError
+from .classifier import AudioClassifier, Prediction
+
+
+def predict_files(
+    model: str | Path,
+    audio_paths: Sequence[str | Path],
+    top_k: int = 3,
+    as_json: bool = False,
+    fast: bool = False,
+) -> list[Prediction]:
+    """Classify files and print the results (the ``vocalsound-hf predict`` command).
+
+    Prints one line per file (``path<TAB>label score ...``, followed by one indented line per window for
+    long recordings), or with ``as_json`` one JSON object per line. A file that cannot be classified does
+    not stop the others; the errors are raised together at the end as one ``ValueError``.
+    """
+    if top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {top_k}")
+    classifier = AudioClassifier.from_pretrained(model, fast=fast)
+    predictions, errors = [], []
+    for path in audio_paths:
+        try:
+            prediction = classifier.classify(path)
+        except (AudioInputError, FileNotFoundError) as err:
+            errors.append(str(err))
+            continue
+        predictions.append(prediction)
+        if as_json:
+            print(json.dumps({"file": str(path), **prediction.to_dict(top_k)}), flush=True)
+        else:
+            _print_prediction(path, prediction, top_k)
+    if errors:
+        raise ValueError(
+            f"{len(errors)} of {len(audio_paths)} file(s) could not be classified: " + "; ".join(errors)
+        )
+    return predictions
+
+
+def _print_prediction(path: str | Path, prediction: Prediction, top_k: int) -> None:
+    """``path<TAB>label score ...``, then for a long recording one indented line per window."""
+    print(
+        f"{path}\t" + "  ".join(f"{label} {score:.3f}" for label, score in prediction.top(top_k)),
+        flush=True,
+    )
+    if len(prediction.windows) > 1:
+        for window in prediction.windows:
+            found = (
+                "silent"
+                if window.label is None
+                else f"{window.label} {window.probabilities[window.label]:.3f}"
+            )
+            print(f"  {window.start_s:.2f}-{window.end_s:.2f} s\t{found}")
