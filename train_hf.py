@@ -26,10 +26,11 @@ from transformers import (
 )
 from transformers.trainer_utils import set_seed
 
-from vocalsound_hf.data import compute_norm_stats, read_norm_stats
+from vocalsound_hf.data.stats import compute_norm_stats, read_norm_stats
 from vocalsound_hf.features import make_feature_extractor
 from vocalsound_hf.metrics import load_metric
-from vocalsound_hf.modeling import MODEL_SIZES, build_ast
+from vocalsound_hf.models.build import build_ast
+from vocalsound_hf.models.presets import MODEL_SIZES
 from vocalsound_hf.training import (
     RECIPE_SUFFIXES,
     FeaturePipeline,

@@ -226,7 +226,8 @@ def _synthetic_audioset_checkpoint(cache_dir: Path) -> Path:
 def _audioset_model_dir(cache_dir: Path) -> Path:
     """AST base from the synthetic AudioSet checkpoint, adapted to 512 frames, with its six VocalSound rows."""
     from vocalsound_hf.features import make_feature_extractor
-    from vocalsound_hf.modeling import build_ast, save_model_dir
+    from vocalsound_hf.models.build import build_ast
+    from vocalsound_hf.models.model_dir import save_model_dir
 
     model_dir = cache_dir / "ast_synthetic_audioset_512"
     if not (model_dir / "config.json").is_file():
@@ -245,7 +246,7 @@ def _release_clips(cache_dir: Path, num_speakers: int | None) -> list:
     import soundfile as sf
     import torch
 
-    from vocalsound_hf.synth import make_synthetic_release
+    from vocalsound_hf.data.synth_release import make_synthetic_release
 
     root = cache_dir / f"synthetic_release_{num_speakers or 'default'}"
     if not root.is_dir():
@@ -306,7 +307,7 @@ def _top1_agreement(reference, candidate, features, label: str, batch_size: int 
 def bench_inference(settings: dict, cache_dir: Path, quickstart_model: Path | None) -> dict:
     from transformers import ASTForAudioClassification
 
-    from vocalsound_hf.inference import AudioClassifier
+    from vocalsound_hf.inference.classifier import AudioClassifier
 
     model_dir = _audioset_model_dir(cache_dir)
     eager = ASTForAudioClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
@@ -352,7 +353,7 @@ def _train_step_timings(
     import torch
     from torch.nn import functional as F
 
-    from vocalsound_hf.modeling import build_ast
+    from vocalsound_hf.models.build import build_ast
     from vocalsound_hf.release import PAPER_NORM_MEAN, PAPER_NORM_STD
     from vocalsound_hf.training import FeaturePipeline
 

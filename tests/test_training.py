@@ -371,7 +371,7 @@ print(json.dumps({"vocalsound_hf_imported": "vocalsound_hf" in sys.modules, "top
 @pytest.mark.slow
 def test_quickstart_recipe_learns_the_synthetic_release(tmp_path):
     """The quickstart recipe, on a synthetic release, reaches test accuracy far above chance (1/6)."""
-    from vocalsound_hf.synth import make_synthetic_release
+    from vocalsound_hf.data.synth_release import make_synthetic_release
 
     release = make_synthetic_release(tmp_path / "release", num_speakers=LEARNING_SPEAKERS, seed=0)
     start = time.monotonic()
@@ -453,7 +453,7 @@ def test_two_processes_evaluate_every_clip_once_and_match_one_process(script, sy
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2
 
-    from vocalsound_hf.data import load_vocalsound
+    from vocalsound_hf.data.builder import load_vocalsound
 
     splits = load_vocalsound(synth_release)
     assert results["test_samples"] == len(splits["test"]) and results["validation_samples"] == len(

@@ -122,7 +122,7 @@ def load_splits(
             "pass exactly one of --data_dir (a raw VocalSound release) and --dataset_name (a Hub id or folder)"
         )
     if data_dir is not None:
-        from .data import load_vocalsound
+        from .data.builder import load_vocalsound
 
         source = data_dir
         dataset = load_vocalsound(data_dir, **load_kwargs)
