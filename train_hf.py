@@ -30,28 +30,18 @@ from vocalsound_hf.data.stats import compute_norm_stats, read_norm_stats
 from vocalsound_hf.features import make_feature_extractor
 from vocalsound_hf.metrics import load_metric
 from vocalsound_hf.models.build import build_ast
-from vocalsound_hf.models.presets import MODEL_SIZES
-from vocalsound_hf.training import (
-    RECIPE_SUFFIXES,
-    FeaturePipeline,
-    OneLineLogCallback,
-    SplitMetrics,
-    VocalSoundCollator,
-    VocalSoundTrainer,
-    average_weights,
-    cache_fbank,
-    check_labels,
-    check_output_dir,
-    epoch_checkpoints,
-    evaluate_split,
-    load_splits,
-    recipe_to_argv,
-    save_model,
-    subgroup_table,
-    write_model_card,
-    write_predictions,
-    write_results,
-)
+from vocalsound_hf.models.presets import HEADS, INITS, MODEL_SIZES
+from vocalsound_hf.release import SPLIT_SOURCES
+from vocalsound_hf.training.averaging import evaluate_weight_average
+from vocalsound_hf.training.collator import VocalSoundCollator, cache_fbank
+from vocalsound_hf.training.evaluation import SplitMetrics, evaluate_split, predict_split
+from vocalsound_hf.training.model_card import subgroup_table, write_model_card
+from vocalsound_hf.training.outputs import check_output_dir, save_model
+from vocalsound_hf.training.pipeline import FeaturePipeline
+from vocalsound_hf.training.recipes import RECIPE_SUFFIXES, recipe_to_argv
+from vocalsound_hf.training.results import PREDICTIONS_FILE, write_predictions, write_results
+from vocalsound_hf.training.splits import check_labels, clip_metadata, load_splits
+from vocalsound_hf.training.trainer import OneLineLogCallback, VocalSoundTrainer
 
 logger = logging.getLogger("train_hf")
 
@@ -65,7 +55,7 @@ class ModelArguments:
         default="scratch",
         metadata={
             "help": "initial weights: random, ImageNet DeiT, or AudioSet AST",
-            "choices": ["scratch", "imagenet", "audioset"],
+            "choices": list(INITS),
         },
     )
     init_checkpoint: str | None = field(
@@ -80,7 +70,7 @@ class ModelArguments:
         default="new",
         metadata={
             "help": "classifier head: new, or the AudioSet head's six VocalSound rows",
-            "choices": ["new", "audioset"],
+            "choices": list(HEADS),
         },
     )
     model_name_or_path: str | None = field(
@@ -124,7 +114,7 @@ class DataArguments:
         default="datafiles",
         metadata={
             "help": "with --data_dir: the official split files or every wav by speaker",
-            "choices": ["datafiles", "speakers"],
+            "choices": list(SPLIT_SOURCES),
         },
     )
     norm_mean: float | None = field(
@@ -191,14 +181,11 @@ def parse_args(argv: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, aug_args, training_args = parse_args(argv)
-
+def setup_logging(training_args: TrainingArguments) -> None:
+    """As the transformers examples: INFO on the main process, WARNING elsewhere."""
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()]
     )
-    if training_args.should_log:  # as the transformers examples: INFO on the main process, WARNING elsewhere
-        transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
     for name in ("train_hf", "vocalsound_hf"):
         logging.getLogger(name).setLevel(log_level)
@@ -213,33 +200,107 @@ def main(argv: list[str] | None = None) -> dict:
         training_args.fp16,
     )
 
-    # Everything that can be wrong with the input is checked here, before any training step.
+
+def check_arguments(model_args, data_args, aug_args, training_args) -> bool | str | None:
+    """Everything that can be wrong with the arguments, checked before any data is read; returns the resume."""
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True
     check_output_dir(training_args.output_dir, resume=bool(resume) and training_args.do_train)
-    if training_args.do_train:
-        if training_args.remove_unused_columns:
-            raise ValueError("--remove_unused_columns must be false: the collator reads the 'audio' column")
-        if model_args.wa_start is not None:
-            model_args.wa_end = model_args.wa_end or int(training_args.num_train_epochs)
-            if not 1 <= model_args.wa_start <= model_args.wa_end <= training_args.num_train_epochs:
-                raise ValueError(
-                    f"--wa_start {model_args.wa_start} / --wa_end {model_args.wa_end}: expected "
-                    f"1 <= wa_start <= wa_end <= num_train_epochs ({training_args.num_train_epochs})"
-                )
-            if training_args.save_strategy != "epoch" or training_args.save_total_limit is not None:
-                raise ValueError(
-                    "weight averaging needs every epoch's checkpoint: save_strategy epoch, no save_total_limit"
-                )
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise ValueError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    if training_args.do_train and training_args.remove_unused_columns:
+        raise ValueError("--remove_unused_columns must be false: the collator reads the 'audio' column")
+    if training_args.do_train and model_args.wa_start is not None:
+        model_args.wa_end = model_args.wa_end or int(training_args.num_train_epochs)
+        if not training_args.do_eval:
+            raise ValueError(
+                "--wa_start: weight averaging is chosen on validation accuracy, so it needs --do_eval"
+            )
+        if not 1 <= model_args.wa_start <= model_args.wa_end <= training_args.num_train_epochs:
+            raise ValueError(
+                f"--wa_start {model_args.wa_start} / --wa_end {model_args.wa_end}: expected "
+                f"1 <= wa_start <= wa_end <= num_train_epochs ({training_args.num_train_epochs})"
+            )
+        if training_args.save_strategy != "epoch" or training_args.save_total_limit is not None:
+            raise ValueError(
+                "weight averaging needs every epoch's checkpoint: save_strategy epoch, no save_total_limit"
+            )
     if data_args.cache_features and aug_args.mixup > 0:
         raise ValueError("--mixup mixes waveforms before the fbank, so it cannot use --cache_features")
     if model_args.init != "scratch" and model_args.init_checkpoint is None:
         raise ValueError(
             f"--init {model_args.init} needs --init_checkpoint (a Hub id, folder or file of the weights)"
         )
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        raise ValueError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    return resume
+
+
+def norm_stats(data_args, train_split, max_length: int) -> tuple[float, float]:
+    """The fbank mean and std: given, from the dataset card, or computed on the train split."""
+    if data_args.norm_mean is not None and data_args.norm_std is not None:
+        return data_args.norm_mean, data_args.norm_std
+    stats = None
+    if data_args.dataset_name:
+        stats = read_norm_stats(data_args.dataset_name, data_args.dataset_config_name)
+    if stats is None:
+        if train_split is None:
+            raise ValueError(
+                "no norm stats: pass --norm_mean and --norm_std, or a dataset with a train split"
+            )
+        stats = compute_norm_stats(train_split, max_length=max_length)
+        logger.info("computed fbank stats of the train split: --norm_mean %.7f --norm_std %.7f", *stats)
+    return stats
+
+
+def load_model(model_args, data_args, raw: datasets.DatasetDict, label_names: list[str]):
+    """``(model, feature_extractor, base_model)``: a trained model to continue, or a new AST and its features."""
+    if model_args.model_name_or_path:
+        model = AutoModelForAudioClassification.from_pretrained(model_args.model_name_or_path)
+        feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
+        return model, feature_extractor, model_args.model_name_or_path
+    mean, std = norm_stats(data_args, raw.get("train"), model_args.input_tdim)
+    model = build_ast(
+        label_dim=len(label_names),
+        fstride=model_args.fstride,
+        tstride=model_args.tstride,
+        input_tdim=model_args.input_tdim,
+        imagenet_pretrain=model_args.init_checkpoint if model_args.init == "imagenet" else None,
+        audioset_pretrain=model_args.init_checkpoint if model_args.init == "audioset" else None,
+        model_size=model_args.model_size,
+        head=model_args.head,
+        labels=label_names,
+        **model_args.architecture_overrides(),
+    )
+    return model, make_feature_extractor(model_args.input_tdim, mean, std), model_args.init_checkpoint
+
+
+def write_outputs(results, model_args, aug_args, training_args, source: str, base_model: str | None) -> None:
+    """results.json, the result tables and (after training) the model card; main process only."""
+    write_results(training_args.output_dir, results)
+    if training_args.do_train:
+        write_model_card(
+            training_args.output_dir,
+            results,
+            model_name=training_args.hub_model_id or f"ast-vocalsound-{model_args.model_size}",
+            dataset_id=None if Path(source).exists() else source,  # a local folder is no Hub id
+            base_model=base_model,
+            recipe={
+                **{k: v for k, v in asdict(model_args).items() if v is not None},
+                **asdict(aug_args),
+                **{k: getattr(training_args, k) for k in RECIPE_TRAINING_KEYS},
+                "world_size": training_args.world_size,
+            },
+        )
+    if "test_accuracy" in results:
+        selected = results.get("selected_model", model_args.model_name_or_path)
+        logger.info("accuracy %% of %s by subgroup:\n%s", selected, subgroup_table(results))
+    logger.info("wrote the results to %s", training_args.output_dir)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, aug_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    resume = check_arguments(model_args, data_args, aug_args, training_args)
 
     splits = (
         (["train", "validation"] if training_args.do_train else [])
@@ -259,120 +320,48 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("data %s: %s", source, ", ".join(f"{name} {len(split)} clips" for name, split in raw.items()))
 
     set_seed(training_args.seed)
-    if model_args.model_name_or_path:
-        model = AutoModelForAudioClassification.from_pretrained(model_args.model_name_or_path)
-        feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
-        norm_mean, norm_std = feature_extractor.mean, feature_extractor.std
-        base_model = model_args.model_name_or_path
-    else:
-        stats = None
-        if data_args.norm_mean is not None and data_args.norm_std is not None:
-            stats = (data_args.norm_mean, data_args.norm_std)
-        elif data_args.dataset_name:
-            stats = read_norm_stats(data_args.dataset_name, data_args.dataset_config_name)
-        if stats is None:
-            if "train" not in raw:
-                raise ValueError(
-                    "no norm stats: pass --norm_mean and --norm_std, or a dataset with a train split"
-                )
-            stats = compute_norm_stats(raw["train"], max_length=model_args.input_tdim)
-            logger.info("computed fbank stats of the train split: --norm_mean %.7f --norm_std %.7f", *stats)
-        norm_mean, norm_std = stats
-        model = build_ast(
-            label_dim=len(label_names),
-            fstride=model_args.fstride,
-            tstride=model_args.tstride,
-            input_tdim=model_args.input_tdim,
-            imagenet_pretrain=model_args.init_checkpoint if model_args.init == "imagenet" else None,
-            audioset_pretrain=model_args.init_checkpoint if model_args.init == "audioset" else None,
-            model_size=model_args.model_size,
-            head=model_args.head,
-            labels=label_names,
-            **model_args.architecture_overrides(),
-        )
-        feature_extractor = make_feature_extractor(model_args.input_tdim, norm_mean, norm_std)
-        base_model = model_args.init_checkpoint
+    model, feature_extractor, base_model = load_model(model_args, data_args, raw, label_names)
     check_labels(model.config, label_names, source)
-    max_length = model.config.max_length
-    logger.info("fbank normalisation: mean %.7f, std %.7f; %d frames", norm_mean, norm_std, max_length)
-
+    max_length, mean, std = model.config.max_length, feature_extractor.mean, feature_extractor.std
+    logger.info("fbank normalisation: mean %.7f, std %.7f; %d frames", mean, std, max_length)
     if data_args.cache_features:
         with training_args.main_process_first(desc="caching fbank features"):
             raw = datasets.DatasetDict({name: cache_fbank(split, max_length) for name, split in raw.items()})
 
     metric = load_metric()
+    validation = raw.get("validation")
     trainer = VocalSoundTrainer(
         model=model,
         args=training_args,
         train_dataset=raw.get("train"),
-        eval_dataset=raw.get("validation"),
+        eval_dataset=validation,
         data_collator=VocalSoundCollator(max_length),
         processing_class=feature_extractor,
-        compute_metrics=SplitMetrics(metric, label_names),
+        compute_metrics=SplitMetrics(metric, label_names, clip_metadata(validation) if validation else None),
         callbacks=[OneLineLogCallback()],
-        features=FeaturePipeline(norm_mean, norm_std, max_length, **asdict(aug_args)),
+        features=FeaturePipeline(mean, std, max_length, **asdict(aug_args)),
     )
 
-    results: dict = {"world_size": training_args.world_size, "norm_mean": norm_mean, "norm_std": norm_std}
+    results: dict = {"world_size": training_args.world_size, "norm_mean": mean, "norm_std": std}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume)
-        results.update(train_result.metrics)
+        results.update(trainer.train(resume_from_checkpoint=resume).metrics)
         best = trainer.state.best_model_checkpoint
         results["selected_model"] = Path(best).name if best else "the last epoch"
     if training_args.do_eval:
-        results.update(evaluate_split(trainer, raw["validation"], "validation", metric))
-        results.update(evaluate_split(trainer, raw["test"], "test", metric))
+        for name in ("validation", "test"):
+            results.update(evaluate_split(trainer, raw[name], name, metric))
     if training_args.do_train and model_args.wa_start is not None:
-        kept = {key: value.clone() for key, value in trainer.model.state_dict().items()}
-        checkpoints = epoch_checkpoints(training_args.output_dir, model_args.wa_start, model_args.wa_end)
-        trainer.model.load_state_dict(average_weights(type(trainer.model), checkpoints))
-        results.update(evaluate_split(trainer, raw["validation"], "validation", metric, prefix="wa_"))
-        results.update(evaluate_split(trainer, raw["test"], "test", metric, prefix="wa_"))
-        # The weight average competes with the best epoch on validation accuracy, like any other checkpoint.
-        if results["wa_validation_accuracy"] > results["validation_accuracy"]:
-            results["selected_model"] = (
-                f"the weight average of epochs {model_args.wa_start}-{model_args.wa_end}"
-            )
-            for key in [k for k in results if k.startswith(("validation_", "test_"))]:
-                results[key] = results["wa_" + key]
-        else:
-            trainer.model.load_state_dict(kept)
+        evaluate_weight_average(trainer, raw, metric, results, model_args.wa_start, model_args.wa_end)
     if training_args.do_predict:
-        predictions = trainer.predict(raw["test"], metric_key_prefix="test")
+        predictions = predict_split(trainer, raw["test"], "test", metric).predictions
         if trainer.is_world_process_zero():
-            write_predictions(
-                Path(training_args.output_dir) / "predictions_test.csv",
-                raw["test"],
-                predictions.predictions,
-                label_names,
-            )
+            path = Path(training_args.output_dir) / PREDICTIONS_FILE
+            write_predictions(path, raw["test"], predictions, label_names)
 
     if training_args.do_train:
         save_model(trainer, training_args.output_dir)
     if trainer.is_world_process_zero():
-        write_results(training_args.output_dir, results)
-        if training_args.do_train:
-            write_model_card(
-                training_args.output_dir,
-                results,
-                model_name=training_args.hub_model_id or f"ast-vocalsound-{model_args.model_size}",
-                # A local folder is no Hub id for the card's metadata.
-                dataset_id=None if Path(source).exists() else source,
-                base_model=base_model,
-                recipe={
-                    **{k: v for k, v in asdict(model_args).items() if v is not None},
-                    **asdict(aug_args),
-                    **{k: getattr(training_args, k) for k in RECIPE_TRAINING_KEYS},
-                    "world_size": training_args.world_size,
-                },
-            )
-        if "test_accuracy" in results:
-            logger.info(
-                "accuracy %% of %s by subgroup:\n%s",
-                results["selected_model"] if training_args.do_train else model_args.model_name_or_path,
-                subgroup_table(results),
-            )
-        logger.info("wrote the results and the model card to %s", training_args.output_dir)
+        write_outputs(results, model_args, aug_args, training_args, source, base_model)
     if training_args.push_to_hub and training_args.do_train:
         trainer.push_to_hub()
     return results

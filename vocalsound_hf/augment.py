@@ -1,35 +1,28 @@
 """The original AST recipe's training augmentations, batched and on the input's device.
 
 The original (YuanGongND/ast ``src/dataloader.py``) augments one clip at a time in its dataset; here each
-augmentation works on a whole batch, on whatever device the batch is on. In the original's order, a training
-collator does::
+augmentation works on a whole batch, on whatever device the batch is on. In the original's order, the training
+feature pipeline does::
 
-    mixed = mixup(waveforms, lengths, labels, prob=0.5, num_classes=6, generator=g)    # waveforms, soft targets
-    fbank = batch_fbank(mixed.waveforms, lengths=lengths, normalize=False)             # [B, T, F] log-mel
-    fbank = spec_augment(fbank, freqm=48, timem=192, generator=g)                      # masks filled with 0
+    mixed = mixup(waveforms, lengths, labels, prob=0.5, num_classes=6)       # waveforms, soft targets
+    fbank = batch_fbank(mixed.waveforms, lengths=lengths, normalize=False)   # [B, T, F] log-mel
+    fbank = spec_augment(fbank, freqm=48, timem=192)                         # masks filled with 0
     features = normalize_fbank(fbank, mean, std)
-    features = random_roll(add_uniform_noise(features, generator=g), generator=g)     # only with noise=True
+    features = random_roll(add_uniform_noise(features))                      # only with noise=True
 
-Each augmentation is a pure function taking an optional ``torch.Generator`` (on the data's device) for
-reproducible randomness, plus a small ``nn.Module`` holding its configuration (``Mixup``, ``SpecAugment``,
-``RandomRoll``, ``UniformNoise``). Feature tensors are ``[batch, time, mel]``, the layout of ``batch_fbank``.
+Every draw comes from torch's global RNG (the CPU one, or the CUDA one for data on a GPU): the HF Trainer
+seeds it and saves it in its checkpoints, so ``torch.manual_seed`` makes the augmentations repeatable and a
+resumed run continues the same random stream. Feature tensors are ``[batch, time, mel]``, the layout of
+``batch_fbank``.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-
-
-def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"generator: on {generator.device}, but the data is on {device}; "
-            f"pass torch.Generator(device={str(device)!r})"
-        )
+from torchaudio.functional import mask_along_axis_iid
 
 
 def _check_features(features: Tensor) -> None:
@@ -48,27 +41,6 @@ class MixupOutput(NamedTuple):
     """``[B]`` mixing weight of each row's own clip (1.0 for rows not mixed)."""
     partner: Tensor
     """``[B]`` index of the clip mixed in (the row itself for rows not mixed)."""
-
-
-def sample_beta(
-    alpha: float,
-    beta: float,
-    size: int,
-    generator: torch.Generator | None = None,
-    device: torch.device | None = None,
-) -> Tensor:
-    """``size`` float32 draws from Beta(alpha, beta), reproducible through ``generator``.
-
-    torch's Beta (and Gamma) sampling takes no generator, and seeding the global RNG around it would disturb
-    other users of that RNG (other threads, the training loop). A seed drawn from ``generator`` (or from the
-    global torch RNG when it is None, so ``torch.manual_seed`` still makes runs repeatable) seeds a private
-    numpy ``Generator`` instead; only the ``size`` values cross to ``device``.
-    """
-    seed = int(
-        torch.randint(0, 2**62, (1,), generator=generator, device=generator.device if generator else None)
-    )
-    draws = np.random.default_rng(seed).beta(alpha, beta, size)
-    return torch.as_tensor(draws, dtype=torch.float32, device=device)
 
 
 def _to_soft_targets(targets: Tensor, num_classes: int | None) -> Tensor:
@@ -93,7 +65,6 @@ def mixup(
     prob: float,
     num_classes: int | None = None,
     alpha: float = 10.0,
-    generator: torch.Generator | None = None,
 ) -> MixupOutput:
     """The original AST waveform mixup, for a padded batch.
 
@@ -112,7 +83,6 @@ def mixup(
         prob: probability of mixing each row, in [0, 1] (the recipe uses 0.5; 0 returns the input).
         num_classes: number of classes when ``targets`` are indices.
         alpha: the Beta distribution's parameters (the original uses 10).
-        generator: for reproducible draws; on the waveforms' device.
     """
     if waveforms.dim() != 2 or not waveforms.is_floating_point():
         raise ValueError(
@@ -131,12 +101,13 @@ def mixup(
     soft = _to_soft_targets(targets, num_classes).to(waveforms.device)
     if soft.shape[0] != batch:
         raise ValueError(f"targets: expected {batch} rows, got {soft.shape[0]}")
-    _check_generator(generator, waveforms.device)
 
     device = waveforms.device
-    mixed = torch.rand(batch, generator=generator, device=device) < prob
-    partner = torch.randint(0, batch, (batch,), generator=generator, device=device)
-    lam = sample_beta(alpha, alpha, batch, generator, device)
+    mixed = torch.rand(batch, device=device) < prob
+    partner = torch.randint(0, batch, (batch,), device=device)
+    # Concentrations as float32 tensors on the data's device: the draws are float32 and made there.
+    concentration = torch.tensor(float(alpha), dtype=torch.float32, device=device)
+    lam = torch.distributions.Beta(concentration, concentration).sample((batch,))
     partner = torch.where(mixed, partner, torch.arange(batch, device=device))
     lam = torch.where(mixed, lam, torch.ones_like(lam))
 
@@ -151,20 +122,14 @@ def mixup(
     return MixupOutput(out, soft, lam, partner)
 
 
-def spec_augment(
-    features: Tensor,
-    freqm: int,
-    timem: int,
-    *,
-    mask_value: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def spec_augment(features: Tensor, freqm: int, timem: int, *, mask_value: float = 0.0) -> Tensor:
     """One frequency mask and one time mask per example, as the original's SpecAugment.
 
-    Semantics of torchaudio's ``FrequencyMasking(freqm, iid_masks=True)`` then ``TimeMasking(timem,
-    iid_masks=True)``, drawn independently per example: a width ``v ~ U[0, param)`` and a start
-    ``v0 ~ U[0, size - v)``, masking ``[floor(v0), floor(v0) + floor(v))``, so a mask is 0 to ``param - 1``
-    wide. A parameter of 0 skips that mask (the validation setting).
+    torchaudio's ``mask_along_axis_iid`` on the mel axis with ``freqm``, then on the time axis with ``timem``
+    (the order of the original's ``FrequencyMasking`` then ``TimeMasking``), drawn independently per example: a
+    width ``v ~ U[0, param)`` and a start ``v0 ~ U[0, size - v)``, masking ``[floor(v0), floor(v0) + floor(v))``,
+    so a mask is 0 to ``param - 1`` wide. A parameter of 0 skips that mask (the validation setting). torchaudio
+    draws in the features' dtype; float32 features (``batch_fbank``'s) give the draws of its transforms.
 
     ``mask_value`` says what the features are. The original masks the **un-normalised** log-mel
     (``batch_fbank(..., normalize=False)``) with 0, the default here. To mask **normalised** features identically,
@@ -174,29 +139,23 @@ def spec_augment(
         features: ``[B, time, mel]``.
         freqm, timem: the original's mask parameters (the recipes use 48 and 192 for 1024 frames).
         mask_value: value written into the masks (see above).
-        generator: for reproducible draws; on the features' device. With None, the draws come from the global
-            RNG in the same order as torchaudio's transforms, so the two agree under the same seed.
     """
     _check_features(features)
     for name, param, size in (("freqm", freqm, features.shape[2]), ("timem", timem, features.shape[1])):
         if not 0 <= param <= size:
             raise ValueError(f"{name}: expected a mask parameter in [0, {size}], got {param}")
-    _check_generator(generator, features.device)
-    batch = features.shape[0]
+    # [B, time, mel] is already torchaudio's (..., freq, time) shape with one batch dimension, so the axes are
+    # passed as they are: 2 is mel, 1 is time. A skipped mask makes no draws, keeping the RNG stream of a
+    # recipe with freqm=0 or timem=0 independent of how torchaudio treats a zero parameter.
     for param, axis in ((freqm, 2), (timem, 1)):
-        if param < 1:
-            continue
-        size = features.shape[axis]
-        width = torch.rand(batch, generator=generator, device=features.device) * param
-        start = torch.rand(batch, generator=generator, device=features.device) * (size - width)
-        first = start.long()[:, None]
-        position = torch.arange(size, device=features.device)
-        masked = (position >= first) & (position < first + width.long()[:, None])  # [B, size]
-        features = features.masked_fill(masked[:, None, :] if axis == 2 else masked[:, :, None], mask_value)
-    return features
+        if param > 0:
+            features = mask_along_axis_iid(features, param, mask_value, axis)
+    # Masking the time axis hands back a [B, mel, time]-ordered view; the layers after it may pick other
+    # kernels (and round differently) for another memory layout, so the batch leaves in the usual one.
+    return features.contiguous()
 
 
-def random_roll(features: Tensor, max_shift: int = 10, *, generator: torch.Generator | None = None) -> Tensor:
+def random_roll(features: Tensor, max_shift: int = 10) -> Tensor:
     """Circular shift in time of each example by an integer drawn uniformly from ``[-max_shift, max_shift)``.
 
     The original's ``torch.roll(fbank, np.random.randint(-10, 10), 0)`` (its ``noise`` branch), per example;
@@ -205,19 +164,16 @@ def random_roll(features: Tensor, max_shift: int = 10, *, generator: torch.Gener
     _check_features(features)
     if max_shift < 0:
         raise ValueError(f"max_shift: expected a non-negative number of frames, got {max_shift}")
-    _check_generator(generator, features.device)
     if max_shift == 0:
         return features
     batch, frames, bins = features.shape
-    shift = torch.randint(-max_shift, max_shift, (batch,), generator=generator, device=features.device)
+    shift = torch.randint(-max_shift, max_shift, (batch,), device=features.device)
     # torch.roll shifts a whole tensor by one amount; a gather gives every example its own shift.
     source = (torch.arange(frames, device=features.device) - shift[:, None]) % frames
     return features.gather(1, source[:, :, None].expand(batch, frames, bins))
 
 
-def add_uniform_noise(
-    features: Tensor, max_scale: float = 0.1, *, generator: torch.Generator | None = None
-) -> Tensor:
+def add_uniform_noise(features: Tensor, max_scale: float = 0.1) -> Tensor:
     """The original's feature noise: ``x + U[0, 1) * s`` with one ``s ~ U[0, max_scale)`` per example.
 
     Not zero-mean: it shifts each example up by ``s / 2`` on average, as in the original
@@ -226,78 +182,6 @@ def add_uniform_noise(
     _check_features(features)
     if max_scale < 0:
         raise ValueError(f"max_scale: expected a non-negative scale, got {max_scale}")
-    _check_generator(generator, features.device)
-    scale = torch.rand(
-        features.shape[0], 1, 1, generator=generator, device=features.device, dtype=features.dtype
-    )
-    noise = torch.rand(features.shape, generator=generator, device=features.device, dtype=features.dtype)
+    scale = torch.rand(features.shape[0], 1, 1, device=features.device, dtype=features.dtype)
+    noise = torch.rand(features.shape, device=features.device, dtype=features.dtype)
     return features + noise * (scale * max_scale)
-
-
-class Mixup(nn.Module):
-    """:func:`mixup` with its configuration; ``forward(waveforms, lengths, targets, generator=None)``."""
-
-    def __init__(self, prob: float, num_classes: int | None = None, alpha: float = 10.0):
-        super().__init__()
-        self.prob, self.num_classes, self.alpha = prob, num_classes, alpha
-
-    def forward(
-        self, waveforms: Tensor, lengths: Tensor, targets: Tensor, generator: torch.Generator | None = None
-    ) -> MixupOutput:
-        return mixup(
-            waveforms,
-            lengths,
-            targets,
-            prob=self.prob,
-            num_classes=self.num_classes,
-            alpha=self.alpha,
-            generator=generator,
-        )
-
-    def extra_repr(self) -> str:
-        return f"prob={self.prob}, num_classes={self.num_classes}, alpha={self.alpha}"
-
-
-class SpecAugment(nn.Module):
-    """:func:`spec_augment` with its configuration; ``forward(features, generator=None)``.
-
-    ``mask_value=0.0`` for un-normalised log-mel (the original); ``-mean / (2 * std)`` for normalised features.
-    """
-
-    def __init__(self, freqm: int, timem: int, mask_value: float = 0.0):
-        super().__init__()
-        self.freqm, self.timem, self.mask_value = freqm, timem, mask_value
-
-    def forward(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return spec_augment(features, self.freqm, self.timem, mask_value=self.mask_value, generator=generator)
-
-    def extra_repr(self) -> str:
-        return f"freqm={self.freqm}, timem={self.timem}, mask_value={self.mask_value}"
-
-
-class RandomRoll(nn.Module):
-    """:func:`random_roll` with its configuration; ``forward(features, generator=None)``."""
-
-    def __init__(self, max_shift: int = 10):
-        super().__init__()
-        self.max_shift = max_shift
-
-    def forward(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return random_roll(features, self.max_shift, generator=generator)
-
-    def extra_repr(self) -> str:
-        return f"max_shift={self.max_shift}"
-
-
-class UniformNoise(nn.Module):
-    """:func:`add_uniform_noise` with its configuration; ``forward(features, generator=None)``."""
-
-    def __init__(self, max_scale: float = 0.1):
-        super().__init__()
-        self.max_scale = max_scale
-
-    def forward(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return add_uniform_noise(features, self.max_scale, generator=generator)
-
-    def extra_repr(self) -> str:
-        return f"max_scale={self.max_scale}"

@@ -22,13 +22,14 @@ METRIC_DIR = Path(__file__).resolve().parent / "vocalsound_metrics"
 METADATA_COLUMNS: tuple[str, ...] = ("age_group", "gender", "health_condition")
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """The key form of a class or group name: lower case, runs of other characters as one underscore."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 # Subgroup key -> (metadata column, value). Health "no" means no health problem in the release's metadata.
 SUBGROUPS: dict[str, tuple[str, str]] = {
-    **{f"age_{_slug(name)}": ("age_group", name) for name, _, _ in AGE_GROUPS},
+    **{f"age_{slug(name)}": ("age_group", name) for name, _, _ in AGE_GROUPS},
     "female": ("gender", "female"),
     "male": ("gender", "male"),
     "healthy": ("health_condition", "no"),
@@ -111,7 +112,7 @@ def classification_metrics(
     scores = metric.compute(predictions=logits, references=labels, num_classes=len(class_names))
     results: dict[str, Any] = {key: scores[key] for key in ("accuracy", "macro_f1", "map", "mauc", "d_prime")}
     for name, value in zip(class_names, scores["per_class_accuracy"]):
-        results[f"accuracy_{_slug(name)}"] = None if np.isnan(value) else value
+        results[f"accuracy_{slug(name)}"] = None if np.isnan(value) else value
     results["confusion_matrix"] = scores["confusion_matrix"]
     if metadata is not None:
         results.update(subgroup_accuracy(logits.argmax(axis=1), labels, metadata))

@@ -67,8 +67,6 @@ PAPER_NORM_MEAN = -3.05
 PAPER_NORM_STD = 2.71
 TARGET_SAMPLING_RATE = 16_000
 
-# Header of the original recipe's result table, exactly.
-EVAL_RESULT_HEADER = "validation,all_test,test age 18-25,test age 26-48,test age 49-80,test female,test male"
 
 CITATION = """@inproceedings{gong_vocalsound,
   title={Vocalsound: A Dataset for Improving Human Vocal Sounds Recognition},
