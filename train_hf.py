@@ -36,7 +36,7 @@ from vocalsound_hf.training.averaging import evaluate_weight_average
 from vocalsound_hf.training.collator import VocalSoundCollator, cache_fbank
 from vocalsound_hf.training.evaluation import SplitMetrics, evaluate_split, predict_split
 from vocalsound_hf.training.model_card import subgroup_table, write_model_card
-from vocalsound_hf.training.outputs import check_output_dir, save_model
+from vocalsound_hf.training.outputs import check_output_dir, resume_checkpoint, save_model
 from vocalsound_hf.training.pipeline import FeaturePipeline
 from vocalsound_hf.training.recipes import RECIPE_SUFFIXES, recipe_to_argv
 from vocalsound_hf.training.results import PREDICTIONS_FILE, write_predictions, write_results
@@ -186,6 +186,10 @@ def setup_logging(training_args: TrainingArguments) -> None:
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()]
     )
+    if (
+        training_args.should_log
+    ):  # makes get_process_log_level give INFO on the main process (log_level passive)
+        transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
     for name in ("train_hf", "vocalsound_hf"):
         logging.getLogger(name).setLevel(log_level)
@@ -226,6 +230,8 @@ def check_arguments(model_args, data_args, aug_args, training_args) -> bool | st
             raise ValueError(
                 "weight averaging needs every epoch's checkpoint: save_strategy epoch, no save_total_limit"
             )
+    if (data_args.norm_mean is None) != (data_args.norm_std is None):
+        raise ValueError("--norm_mean and --norm_std: pass both or neither")
     if data_args.cache_features and aug_args.mixup > 0:
         raise ValueError("--mixup mixes waveforms before the fbank, so it cannot use --cache_features")
     if model_args.init != "scratch" and model_args.init_checkpoint is None:
@@ -235,30 +241,60 @@ def check_arguments(model_args, data_args, aug_args, training_args) -> bool | st
     return resume
 
 
-def norm_stats(data_args, train_split, max_length: int) -> tuple[float, float]:
-    """The fbank mean and std: given, from the dataset card, or computed on the train split."""
-    if data_args.norm_mean is not None and data_args.norm_std is not None:
+def norm_stats(data_args, train_split) -> tuple[float, float]:
+    """The fbank mean and std of a new model: given, from the dataset card, or computed on the train split."""
+    if data_args.norm_mean is not None:
         return data_args.norm_mean, data_args.norm_std
-    stats = None
     if data_args.dataset_name:
-        stats = read_norm_stats(data_args.dataset_name, data_args.dataset_config_name)
-    if stats is None:
-        if train_split is None:
-            raise ValueError(
-                "no norm stats: pass --norm_mean and --norm_std, or a dataset with a train split"
+        card = read_norm_stats(data_args.dataset_name, data_args.dataset_config_name)
+        if card is not None and card.describes():
+            logger.info("fbank stats from the dataset card of %s: %s", data_args.dataset_name, card)
+            return card.mean, card.std
+        if card is not None:
+            logger.info(
+                "the dataset card's fbank stats describe other inputs (%s): recomputing them", card.frames
             )
-        stats = compute_norm_stats(train_split, max_length=max_length)
-        logger.info("computed fbank stats of the train split: --norm_mean %.7f --norm_std %.7f", *stats)
-    return stats
+    if train_split is None:
+        raise ValueError("no norm stats: pass --norm_mean and --norm_std, or a dataset with a train split")
+    stats = compute_norm_stats(train_split)
+    logger.info("computed the fbank stats of the train split: %s", stats)
+    return stats.mean, stats.std
 
 
-def load_model(model_args, data_args, raw: datasets.DatasetDict, label_names: list[str]):
-    """``(model, feature_extractor, base_model)``: a trained model to continue, or a new AST and its features."""
+def load_model(model_args, data_args, raw: datasets.DatasetDict, label_names: list[str], checkpoint):
+    """``(model, feature_extractor, base_model)``: a trained model to continue, or a new AST and its features.
+
+    A trained model, and the ``checkpoint`` a run resumes from, keep the fbank stats they were trained with
+    unless new ones are given.
+    """
+    if model_args.model_name_or_path or checkpoint:
+        source = model_args.model_name_or_path or checkpoint
+        feature_extractor = AutoFeatureExtractor.from_pretrained(source)
+        if data_args.norm_mean is not None:
+            logger.warning(
+                "replacing the fbank stats of %s (mean %.7f, std %.7f) with --norm_mean %.7f --norm_std %.7f",
+                source,
+                feature_extractor.mean,
+                feature_extractor.std,
+                data_args.norm_mean,
+                data_args.norm_std,
+            )
+            feature_extractor.mean, feature_extractor.std = data_args.norm_mean, data_args.norm_std
+        else:
+            logger.info(
+                "keeping the fbank stats of %s: mean %.7f, std %.7f",
+                source,
+                feature_extractor.mean,
+                feature_extractor.std,
+            )
     if model_args.model_name_or_path:
         model = AutoModelForAudioClassification.from_pretrained(model_args.model_name_or_path)
-        feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
         return model, feature_extractor, model_args.model_name_or_path
-    mean, std = norm_stats(data_args, raw.get("train"), model_args.input_tdim)
+    mean, std = (
+        (feature_extractor.mean, feature_extractor.std)
+        if checkpoint
+        else norm_stats(data_args, raw.get("train"))
+    )
     model = build_ast(
         label_dim=len(label_names),
         fstride=model_args.fstride,
@@ -320,7 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("data %s: %s", source, ", ".join(f"{name} {len(split)} clips" for name, split in raw.items()))
 
     set_seed(training_args.seed)
-    model, feature_extractor, base_model = load_model(model_args, data_args, raw, label_names)
+    checkpoint = resume_checkpoint(training_args.output_dir, resume) if training_args.do_train else None
+    model, feature_extractor, base_model = load_model(model_args, data_args, raw, label_names, checkpoint)
     check_labels(model.config, label_names, source)
     max_length, mean, std = model.config.max_length, feature_extractor.mean, feature_extractor.std
     logger.info("fbank normalisation: mean %.7f, std %.7f; %d frames", mean, std, max_length)

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import soundfile as sf
 import torch
 
+from vocalsound_hf.audio import AudioInputError, load_audio
 from vocalsound_hf.data.synth_release import make_synthetic_release
-from vocalsound_hf.features import FRAME_LENGTH, make_feature_extractor
+from vocalsound_hf.features import make_feature_extractor
 from vocalsound_hf.fileio import staged_path
 from vocalsound_hf.models.build import build_ast
 from vocalsound_hf.models.model_dir import save_model_dir
@@ -95,10 +95,8 @@ def release_clips(cache_dir: Path, num_speakers: int | None) -> list[torch.Tenso
             os.replace(tmp, root)
     decoded = []
     for path in sorted(root.rglob("*.wav")):
-        try:
-            audio, rate = sf.read(path, dtype="float32")
-        except (RuntimeError, sf.LibsndfileError):
+        try:  # decoded as predict, the Space and training decode them
+            decoded.append(load_audio(path))
+        except AudioInputError:
             continue
-        if rate == SAMPLING_RATE and audio.ndim == 1 and len(audio) >= FRAME_LENGTH:  # at least one frame
-            decoded.append(torch.from_numpy(audio))
     return decoded

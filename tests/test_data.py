@@ -362,57 +362,61 @@ def test_download_is_checked_and_a_bad_download_is_not_cached(release_16k_zip, t
     assert dataset["train"].num_rows == len(datafile["data"])
 
 
-def _reference_batch(paths, max_length):
-    """torch.mean and torch.std of one batch of padded fbanks, as the original get_norm_stats.py takes them."""
+def _reference_norm_stats(paths):
+    """Mean and unbiased std over every frame of every clip (kaldi.fbank per clip, no padding), in float64."""
     import torch
     from torchaudio.compliance import kaldi
 
-    batch = []
+    frames = []
     for path in paths:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
-        waveform = torch.from_numpy(audio.T.copy())
-        waveform = waveform - waveform.mean()
+        waveform = torch.from_numpy(audio.T.copy()).mean(0, keepdim=True)
         fbank = kaldi.fbank(
-            waveform,
-            htk_compat=True,
-            sample_frequency=rate,
-            use_energy=False,
-            window_type="hanning",
-            num_mel_bins=128,
-            dither=0.0,
-            frame_shift=10,
+            waveform, sample_frequency=rate, window_type="hanning", num_mel_bins=128, dither=0.0
         )
-        batch.append(
-            torch.nn.functional.pad(fbank, (0, 0, 0, max(max_length - fbank.shape[0], 0)))[:max_length]
-        )
-    stacked = torch.stack(batch)
-    return torch.mean(stacked).item(), torch.std(stacked).item()
+        frames.append(fbank.to(torch.float64))
+    values = torch.cat(frames)
+    return values.mean().item(), values.std().item()
 
 
-def _reference_norm_stats(paths, batch_size, max_length=512):
-    """The mean of per-batch means and of per-batch stds over whole stacked batches."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops: extra threads only add contention on a busy machine
-    try:
-        stats = [
-            _reference_batch(paths[i : i + batch_size], max_length) for i in range(0, len(paths), batch_size)
-        ]
-    finally:
-        torch.set_num_threads(threads)
-    return float(np.mean([m for m, _ in stats])), float(np.mean([s for _, s in stats]))
-
-
-@pytest.mark.parametrize("batch_size", [10, 1000])
-def test_norm_stats_follow_the_original_recipe(synth_release, batch_size):
+def test_norm_stats_are_over_every_frame_of_every_clip(synth_release):
     from vocalsound_hf import compute_norm_stats, load_vocalsound
 
     validation = load_vocalsound(synth_release)["validation"]
     paths = [synth_release / "audio_16k" / name for name in validation["file_name"]]
-    assert len(paths) > 20  # so that batch_size 10 gives unequal batches
-    expected = _reference_norm_stats(paths, batch_size)
-    assert compute_norm_stats(validation, batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
+    stats = compute_norm_stats(validation)
+    assert (stats.mean, stats.std) == pytest.approx(_reference_norm_stats(paths), rel=1e-6)
+    assert stats.describes() and not stats.describes(num_mel_bins=64) and not stats.describes(44_100)
+
+
+def test_norm_stats_of_an_older_export_are_not_taken_for_these():
+    from vocalsound_hf.data.stats import NormStats
+
+    # What exports wrote before the definition was recorded: padded to 512 frames, batches of 1000.
+    old = NormStats.from_card_entry(
+        {"config_name": "16k", "mean": -3.67, "std": 4.3, "split": "train", "num_mel_bins": 128,
+         "max_length": 512, "batch_size": 1000}
+    )  # fmt: skip
+    assert (old.mean, old.std) == (-3.67, 4.3) and not old.describes()
+    new = NormStats(-6.123456789012345, 4.25)
+    assert NormStats.from_card_entry(new.card_entry("16k")) == new  # the floats in full
+
+
+def test_a_non_finite_sample_stops_the_stats_naming_the_clip(synth_release, tmp_path):
+    import datasets
+
+    from vocalsound_hf import compute_norm_stats
+
+    waveform = np.zeros(16000, np.float32)
+    waveform[8000] = np.nan
+    split = datasets.Dataset.from_dict(
+        {"audio": [{"array": waveform, "sampling_rate": 16000}], "file_name": ["bad.wav"]},
+        features=datasets.Features(
+            {"audio": datasets.Audio(sampling_rate=16000), "file_name": datasets.Value("string")}
+        ),
+    )
+    with pytest.raises(ValueError, match=r"bad.wav: sample 8000 \(at 0.500 s\) is nan"):
+        compute_norm_stats(split)
 
 
 def test_read_norm_stats_without_a_card_or_stats_is_none(tmp_path):

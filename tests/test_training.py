@@ -193,6 +193,44 @@ def test_output_dir_holding_something_else_is_refused(script, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_resuming_into_a_finished_model_is_refused_and_changes_nothing(script, tmp_path, tiny_model_dir):
+    """The case of a finished model resumed on other data: its preprocessing, card and results stay."""
+    out = tmp_path / "finished"
+    shutil.copytree(tiny_model_dir, out)
+    shutil.copytree(tiny_model_dir, out / "checkpoint-10")
+    (out / "checkpoint-10" / "trainer_state.json").write_text(json.dumps({"epoch": 1.0}))
+    (out / "results.json").write_text(json.dumps({"test_accuracy": 0.908}))
+    (out / "README.md").write_text("# my model\n")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    other = _write_dataset(tmp_path / "other", {"train": 6, "validation": 6, "test": 6})
+    with pytest.raises(
+        ValueError, match=r"holds a finished model \(model.safetensors, preprocessor_config.json"
+    ):
+        script.main(
+            ["--dataset_name", str(other), "--output_dir", str(out), "--do_train", "--do_eval",
+             "--resume_from_checkpoint", "true", *TINY_MODEL]
+        )  # fmt: skip
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_trained_model_keeps_its_stats_unless_new_ones_are_given(script, tmp_path, tiny_model_dir):
+    from transformers import AutoFeatureExtractor
+
+    data = _write_dataset(tmp_path / "data", {"validation": 6, "test": 6})
+    saved = AutoFeatureExtractor.from_pretrained(tiny_model_dir)
+    common = ["--dataset_name", str(data), "--model_name_or_path", str(tiny_model_dir), "--do_eval",
+              "--report_to", "none", "--disable_tqdm", "true"]  # fmt: skip
+    kept = script.main([*common, "--output_dir", str(tmp_path / "kept")])
+    assert (kept["norm_mean"], kept["norm_std"]) == (saved.mean, saved.std)
+    given = script.main(
+        [*common, "--output_dir", str(tmp_path / "given"), "--norm_mean", "-7.5", "--norm_std", "3.25"]
+    )
+    assert (given["norm_mean"], given["norm_std"]) == (-7.5, 3.25)
+    assert given["test_accuracy"] != kept["test_accuracy"] or given["test_loss"] != kept["test_loss"]
+    with pytest.raises(ValueError, match="pass both or neither"):
+        script.main([*common, "--output_dir", str(tmp_path / "half"), "--norm_mean", "-7.5"])
+
+
 def test_inconsistent_options_are_rejected(script, tmp_path):
     data = _write_dataset(tmp_path / "data", {"train": 4, "validation": 2, "test": 2})
     common = ["--dataset_name", str(data), "--output_dir", str(tmp_path / "o"), "--do_train", *TINY_MODEL]
@@ -440,6 +478,33 @@ def test_quickstart_recipe_learns_the_synthetic_release(tmp_path):
     answer = json.loads(check.stdout.strip().splitlines()[-1])
     assert answer["vocalsound_hf_imported"] is False
     assert answer["top"][0]["label"] == predicted and len(answer["top"]) == 6
+
+
+@pytest.mark.slow
+def test_a_raw_release_and_its_export_train_alike(synth_release, tmp_path):
+    """--data_dir R and --dataset_name <export of R>: the same stats (computed, and read from the card) and
+    the same metrics, digit for digit."""
+    from vocalsound_hf.data.export import export_dataset
+
+    exported = export_dataset(synth_release, tmp_path / "exported")
+    results = {}
+    for name, source in (
+        ("data_dir", ["--data_dir", str(synth_release)]),
+        ("dataset_name", ["--dataset_name", str(exported)]),
+    ):
+        out = tmp_path / name
+        command = [sys.executable, str(REPO_ROOT / "train_hf.py"), *source, "--output_dir", str(out), *TINY_MODEL,
+                   "--do_train", "--do_eval", "--num_train_epochs", "1", "--freqm", "8", "--timem", "16",
+                   "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--seed", "5",
+                   "--disable_tqdm", "true", "--report_to", "none"]  # fmt: skip
+        run = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[name] = json.loads((out / "results.json").read_text())
+    assert "computed the fbank stats" in run.stderr or "from the dataset card" in run.stderr
+    timing = ("_runtime", "_per_second")
+    compared = {k: v for k, v in results["data_dir"].items() if not k.endswith(timing)}
+    assert compared["norm_mean"] < -1 and len(compared) > 20
+    assert {k: results["dataset_name"][k] for k in compared} == compared
 
 
 @pytest.mark.slow

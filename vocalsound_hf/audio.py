@@ -1,16 +1,21 @@
-"""How audio is decoded: a decoded ``datasets`` value or a file on disk, to a mono float32 waveform.
+"""How audio is decoded: one decoder for every path from audio to the model's input.
 
-Training, the norm stats and the exporter get decoders from ``datasets``' ``Audio`` feature (torchcodec,
-resampling and down-mixing on decode); ``predict`` and the Space open files themselves with ``load_audio``,
-which turns bad input into an ``AudioInputError`` whose message is fit to show a user.
+FFmpeg (through torchcodec) resamples to the model's rate and down-mixes to mono while it decodes, as
+transformers' audio-classification pipeline does (``ffmpeg -ar 16000 -ac 1``), so a saved model gets the
+same input in a plain ``pipeline`` as here. Training, the norm stats and the exporter get such decoders from
+``datasets`` (``decode_as_model_input`` casts a column to ``Audio(sampling_rate=16000, num_channels=1)``,
+which builds them); ``predict`` and the Space open files with ``load_audio``, which builds the same decoder,
+so an upload is featurised exactly as its copy in the training set was. FFmpeg's mono mix of stereo is
+``(left + right) / sqrt(2)``, not the mean. ``load_audio`` turns bad input into an ``AudioInputError`` fit
+to show a user.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
 import torch
-from torchaudio.functional import resample
 from torchcodec.decoders import AudioDecoder, WavDecoder
 
 from .release import TARGET_SAMPLING_RATE
@@ -19,8 +24,10 @@ from .release import TARGET_SAMPLING_RATE
 MAX_DURATION_S = 600.0
 # Shortest clip worth classifying: a few fbank frames.
 MIN_DURATION_S = 0.1
-# A file that decodes to less than this fraction of the duration its header states was cut short.
+# A file that decodes to less than this fraction of the duration its header states was cut short. A WAV
+# header states its data size exactly, so a WAV may fall short by no more than WAV_TOLERANCE_S.
 TRUNCATED_RATIO = 0.9
+WAV_TOLERANCE_S = 0.002
 
 
 class AudioInputError(ValueError):
@@ -32,9 +39,36 @@ def mono(samples) -> torch.Tensor:
     return samples.data.to(torch.float32).mean(dim=0)
 
 
+def open_decoder(source, sampling_rate: int = TARGET_SAMPLING_RATE) -> AudioDecoder:
+    """torchcodec's decoder of a file (or bytes) at ``sampling_rate``, mono: what ``datasets.Audio`` builds."""
+    return AudioDecoder(source, sample_rate=sampling_rate, num_channels=1)
+
+
+def decode_as_model_input(
+    dataset: datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict,
+    sampling_rate: int = TARGET_SAMPLING_RATE,
+):
+    """``dataset`` with its ``audio`` column decoded as ``open_decoder`` does (resampled and mono by FFmpeg)."""
+    return dataset.cast_column("audio", datasets.Audio(sampling_rate=sampling_rate, num_channels=1))
+
+
 def decoded_waveform(decoder) -> torch.Tensor:
     """The mono float32 waveform of a torchcodec decoder (as ``datasets`` returns ``Audio`` values)."""
     return mono(decoder.get_all_samples())
+
+
+def check_finite(waveform: torch.Tensor, sampling_rate: int, name: str) -> None:
+    """Raise ``AudioInputError`` naming the first NaN or infinite sample of ``waveform`` and its time.
+
+    A single one makes every feature of its window NaN, and the scores with them.
+    """
+    bad = torch.nonzero(~torch.isfinite(waveform.reshape(-1)))
+    if len(bad):
+        index = int(bad[0])
+        raise AudioInputError(
+            f"{name}: sample {index} (at {index / sampling_rate:.3f} s) is {waveform.reshape(-1)[index].item()}; "
+            "audio samples must be finite numbers"
+        )
 
 
 def load_audio(
@@ -42,9 +76,9 @@ def load_audio(
 ) -> torch.Tensor:
     """Decode an audio file to a mono float32 waveform at ``sampling_rate``.
 
-    Any format and channel count FFmpeg decodes (through torchcodec) is accepted; channels are averaged
-    and the rate is converted with ``torchaudio.functional.resample``. Raises ``FileNotFoundError`` for a
-    missing file and ``AudioInputError`` for an empty, non-audio, truncated, too short or too long one.
+    Any format and channel count FFmpeg decodes is accepted; FFmpeg resamples and down-mixes as it decodes,
+    as for training (``open_decoder``). Raises ``FileNotFoundError`` for a missing file and
+    ``AudioInputError`` for an empty, non-audio, truncated, too short, too long or non-finite one.
     """
     path = Path(path)
     name = path.name
@@ -52,20 +86,19 @@ def load_audio(
         raise FileNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioInputError(f"{name}: the file is empty")
-    decoder = _open_decoder(path)
-    header_s = decoder.metadata.duration_seconds_from_header
+    header_s, exact = _header_duration(path)
     # Refuse an hour-long file from its header, before decoding it.
     if header_s is not None and header_s > max_duration_s:
         raise AudioInputError(_too_long(name, header_s, max_duration_s))
     try:
-        samples = decoder.get_all_samples()
+        waveform = decoded_waveform(open_decoder(str(path), sampling_rate))
     except RuntimeError:
         raise AudioInputError(
             f"{name}: no audio could be decoded (the file is truncated, corrupt or empty)"
         ) from None
-    waveform = mono(samples)
-    duration_s = waveform.numel() / samples.sample_rate
-    if header_s is not None and duration_s < TRUNCATED_RATIO * header_s:
+    duration_s = waveform.numel() / sampling_rate
+    shortest_s = header_s - WAV_TOLERANCE_S if exact else TRUNCATED_RATIO * (header_s or 0.0)
+    if header_s is not None and duration_s < shortest_s:
         raise AudioInputError(
             f"{name}: the file is truncated (its header says {header_s:.2f} s, only {duration_s:.2f} s decode)"
         )
@@ -75,21 +108,20 @@ def load_audio(
         raise AudioInputError(
             f"{name}: {duration_s:.3f} s is too short (at least {MIN_DURATION_S} s is needed)"
         )
-    if samples.sample_rate != sampling_rate:
-        waveform = resample(waveform, samples.sample_rate, sampling_rate)
+    check_finite(waveform, sampling_rate, name)
     return waveform
 
 
-def _open_decoder(path: Path):
-    """torchcodec's WAV decoder for PCM and float WAV files, its FFmpeg decoder for everything else."""
+def _header_duration(path: Path) -> tuple[float | None, bool]:
+    """The duration a file's header states, and whether it is exact (a WAV's data size) or FFmpeg's estimate."""
     # FFmpeg estimates a WAV's duration from the file size and decodes whatever is there, so a WAV cut short
-    # would pass unnoticed; WavDecoder reads the header's data size and fails on the missing bytes.
+    # would pass unnoticed; WavDecoder reads the header's data size.
     try:
-        return WavDecoder(str(path))
+        return WavDecoder(str(path)).metadata.duration_seconds_from_header, True
     except RuntimeError:
         pass
     try:
-        return AudioDecoder(str(path))
+        return AudioDecoder(str(path)).metadata.duration_seconds_from_header, False
     except (RuntimeError, ValueError):
         raise AudioInputError(f"{path.name}: not a readable audio file (wav, flac, mp3, ogg, ...)") from None
 

@@ -48,8 +48,9 @@ def _export_dataset(args: argparse.Namespace) -> None:
 def _norm_stats(args: argparse.Namespace) -> None:
     from .data.stats import norm_stats_of_release
 
-    mean, std = norm_stats_of_release(args.data_dir, config=args.config, batch_size=args.batch_size)
-    print(f"mean={mean:.7f} std={std:.7f}")
+    stats = norm_stats_of_release(args.data_dir, config=args.config)
+    # In full: passed back as --norm_mean / --norm_std, they give exactly the features of the card's stats.
+    print(f"mean={stats.mean!r} std={stats.std!r}")
 
 
 def _init_model(args: argparse.Namespace) -> None:
@@ -126,11 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export_dataset)
 
     p = sub.add_parser(
-        "norm-stats", help="fbank mean and std of the training split, as the original AST computes them"
+        "norm-stats", help="fbank mean and std of the training split (every frame of every clip, no padding)"
     )
     p.add_argument("--data-dir", required=True, help="a release folder or zip, or an exported dataset folder")
     p.add_argument("--config", choices=list(CONFIGS), default="16k")
-    p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(func=_norm_stats)
 
     p = sub.add_parser("init-model", help="write an AST model directory ready for train_hf.py and pipeline")

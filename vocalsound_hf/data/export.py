@@ -26,7 +26,7 @@ from .. import __version__
 from ..fileio import sha256_file, staged_path
 from ..release import CITATION, CLASS_NAMES, CONFIGS, HOMEPAGE, LICENSE, RELEASE_SHA256, RELEASE_URLS, SPLITS
 from .builder import VocalSound
-from .stats import NORM_STATS_KEY, compute_norm_stats
+from .stats import NORM_STATS_KEY, NormStats, compute_norm_stats
 
 logger = logging.getLogger(__name__)
 
@@ -95,19 +95,19 @@ def export_dataset(
         train = datasets.load_dataset(
             "parquet", data_files={"train": [str(p) for p in shards["train"]]}, split="train", streaming=True
         )
-        mean, std = compute_norm_stats(train)
+        norm_stats = compute_norm_stats(train)
         card = _make_card(
             previous,
             config=config,
             info=builder.info,
             shards=shards,
-            norm_stats=(mean, std),
+            norm_stats=norm_stats,
             export_info=_export_info(data_dir, config, builder.skipped),
             repo_id=push_to_hub,
         )
         card.save(staging / "README.md")
         _install(staging, out, config)
-    logger.info("exported VocalSound %s to %s (norm stats mean %.7f, std %.7f)", config, out, mean, std)
+    logger.info("exported VocalSound %s to %s (norm stats %s)", config, out, norm_stats)
     if push_to_hub:
         _push(out, push_to_hub, config)
     return out
@@ -190,7 +190,7 @@ def _make_card(
     config: str,
     info: DatasetInfo,
     shards: dict[str, list[Path]],
-    norm_stats: tuple[float, float],
+    norm_stats: NormStats,
     export_info: dict[str, Any],
     repo_id: str | None,
 ) -> DatasetCard:
@@ -220,17 +220,8 @@ def _make_card(
     data["configs"] = []  # rewritten whole, so that exactly one config is the default
     MetadataConfigs(configs).to_dataset_card_data(data)
 
-    mean, std = norm_stats
     stats = _per_config(old, NORM_STATS_KEY)
-    stats[config] = {
-        "config_name": config,
-        "mean": round(mean, 7),
-        "std": round(std, 7),
-        "split": "train",
-        "num_mel_bins": 128,
-        "max_length": 512,
-        "batch_size": 1000,
-    }
+    stats[config] = norm_stats.card_entry(config)
     exports = _per_config(old, EXPORT_INFO_KEY)
     exports[config] = {"config_name": config, **export_info}
     data[NORM_STATS_KEY] = [stats[name] for name in sorted(stats)]

@@ -1,141 +1,156 @@
-"""The fbank normalisation stats of a training split: computed as the original AST does, or read from a card.
+"""The fbank normalisation statistics of a training split, and the record of what they describe.
 
-An export writes the stats into the dataset card's YAML (``norm_stats``, one entry per config), where
-training reads them back instead of decoding the whole split again.
+One definition: the mean and (unbiased) standard deviation of every log-mel value of every frame of every
+clip of the split, at 16 kHz with 128 mel bins, without padding and without cutting. Padding frames are left
+out because they are not the audio: counted in, as the original AST's ``get_norm_stats.py`` does (clips
+zero-padded or cut to the model's ``input_tdim``), they made the statistics depend on the model's length,
+so that a 256-frame recipe trained on different inputs from a raw release than from its export (whose card
+held them at 512 frames). Left out, the statistics are a property of the data alone, the same for every
+model length and every path that reads the data.
+
+An export writes them into the dataset card's YAML (``norm_stats``, one entry per config) together with
+that definition (``NormStats.card_entry``), where training reads them back instead of decoding the split
+again, and recomputes them when the card's describe something else (an older export).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
-import numpy as np
 import torch
 from datasets.utils import tqdm as hf_tqdm
 from huggingface_hub import DatasetCard
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-from ..audio import decoded_waveform
-from ..features import batch_fbank
+from ..audio import check_finite, decode_as_model_input, decoded_waveform
+from ..features import batch_fbank, num_frames
 from ..release import TARGET_SAMPLING_RATE
 from .builder import load_vocalsound
 
 logger = logging.getLogger(__name__)
 
 NORM_STATS_KEY = "norm_stats"
-# Clips per batch_fbank call in compute_norm_stats: big enough to batch, small enough to stay in cache.
+NUM_MEL_BINS = 128
+# What the statistics are taken over, recorded with them: a card whose entry says otherwise is not used.
+FRAMES_RULE = "every frame of every clip, no padding, no cut"
+# Clips per batch_fbank call: big enough to batch, small enough to stay in cache.
 _FBANK_CHUNK = 32
 
 
-def compute_norm_stats(
-    split: datasets.Dataset | datasets.IterableDataset,
-    batch_size: int = 1000,
-    max_length: int = 512,
-    num_mel_bins: int = 128,
-) -> tuple[float, float]:
-    """Fbank mean and std of a split, computed the way the original AST's ``get_norm_stats.py`` does.
+@dataclass(frozen=True)
+class NormStats:
+    """Fbank mean and std with what they were computed on."""
 
-    Each clip is resampled to 16 kHz (by the ``Audio`` feature), turned into a 128-bin Kaldi fbank
-    (25 ms Hann window, 10 ms shift, dither 0; :func:`vocalsound_hf.features.batch_fbank`) and zero-padded
-    or cut to ``max_length`` frames (the original also removes the waveform mean, which Kaldi's per-frame
-    DC removal makes a no-op); the result is the mean of the per-batch means and the mean of the per-batch (unbiased)
-    stds over batches of ``batch_size`` clips, the last one possibly smaller, as the original's loader.
-    Unlike the original, no SpecAugment or mixup is applied: the stats describe the features the model
-    actually normalises, and they are deterministic.
+    mean: float
+    std: float
+    split: str = "train"
+    sampling_rate: int = TARGET_SAMPLING_RATE
+    num_mel_bins: int = NUM_MEL_BINS
+    frames: str = FRAMES_RULE
+
+    def describes(self, sampling_rate: int = TARGET_SAMPLING_RATE, num_mel_bins: int = NUM_MEL_BINS) -> bool:
+        """Whether these are the statistics of this definition, for inputs of that rate and mel bins."""
+        return (self.sampling_rate, self.num_mel_bins, self.frames) == (
+            sampling_rate,
+            num_mel_bins,
+            FRAMES_RULE,
+        )
+
+    def card_entry(self, config: str) -> dict[str, Any]:
+        """The card's YAML entry; the floats in full, so that reading them back gives the same features."""
+        return {"config_name": config, **asdict(self)}
+
+    @classmethod
+    def from_card_entry(cls, entry: dict[str, Any]) -> NormStats:
+        """An entry of a card's ``norm_stats``; one of an export before ``frames`` was recorded says so."""
+        frames = entry.get("frames") or f"padded or cut to {entry.get('max_length', 'unknown')} frames"
+        return cls(
+            mean=float(entry["mean"]),
+            std=float(entry["std"]),
+            split=entry.get("split", "train"),
+            sampling_rate=int(entry.get("sampling_rate", TARGET_SAMPLING_RATE)),
+            num_mel_bins=int(entry.get("num_mel_bins", NUM_MEL_BINS)),
+            frames=frames,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"mean {self.mean:.7f}, std {self.std:.7f} ({self.split} split, {self.sampling_rate} Hz, "
+            f"{self.num_mel_bins} mel bins, {self.frames})"
+        )
+
+
+def compute_norm_stats(
+    split: datasets.Dataset | datasets.IterableDataset, num_mel_bins: int = NUM_MEL_BINS
+) -> NormStats:
+    """The fbank statistics of a split (see the module docstring for the definition).
+
+    Clips are decoded as every path decodes them (16 kHz, channels averaged) and turned into 128-bin Kaldi
+    fbanks (:func:`vocalsound_hf.features.batch_fbank`); sums are taken in float64. A NaN or infinite sample
+    is an error naming the clip.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    split = split.select_columns(["audio"]).cast_column(
-        "audio", datasets.Audio(sampling_rate=TARGET_SAMPLING_RATE)
-    )
+    has_names = "file_name" in (split.column_names or [])
+    split = decode_as_model_input(split.select_columns(["audio", *(["file_name"] if has_names else [])]))
     try:
         total = len(split)
     except TypeError:  # an IterableDataset knows its size only from its info, if at all
         total = next(
             (s.num_examples for name, s in (split.info.splits or {}).items() if name == split.split), None
         )
-
-    means, stds = _batch_stats(split, total, batch_size, max_length, num_mel_bins)
-    if not means:
-        raise ValueError("cannot compute norm stats of an empty split")
-    mean, std = float(np.mean(means)), float(np.mean(stds))
-    logger.info(
-        "fbank stats over %d batches of up to %d clips: mean %.7f, std %.7f",
-        len(means),
-        batch_size,
-        mean,
-        std,
-    )
-    return mean, std
-
-
-def _batch_stats(
-    split: datasets.Dataset | datasets.IterableDataset,
-    total: int | None,
-    batch_size: int,
-    max_length: int,
-    num_mel_bins: int,
-) -> tuple[list[float], list[float]]:
-    """The mean and unbiased std of each batch of padded fbanks."""
-    means: list[float] = []
-    stds: list[float] = []
-    # Sums in float64 give the batch mean and std without holding the batch (1000 x 512 x 128 floats).
     count, total_sum, total_sq = 0, 0.0, 0.0
-    # Clips are decoded one by one but turned into fbanks a chunk at a time (the project's one fbank path).
     chunk: list[torch.Tensor] = []
 
     def add_chunk() -> None:
-        nonlocal total_sum, total_sq
-        # The zero padding up to max_length adds nothing to the sums but counts in n, as in the original.
-        fbank = batch_fbank(chunk, num_mel_bins=num_mel_bins, max_length=max_length, normalize=False)
-        fbank = fbank.to(torch.float64)
-        total_sum += float(fbank.sum())
-        total_sq += float((fbank * fbank).sum())
+        nonlocal count, total_sum, total_sq
+        frames = [num_frames(len(w)) for w in chunk]
+        fbank = batch_fbank(chunk, num_mel_bins=num_mel_bins, max_length=max(frames), normalize=False)
+        real = torch.arange(fbank.shape[1])[None, :] < torch.tensor(frames)[:, None]
+        values = fbank[real].to(torch.float64)
+        count += values.numel()
+        total_sum += float(values.sum())
+        total_sq += float(values.square().sum())
         chunk.clear()
 
-    def close_batch() -> None:
-        n = count * max_length * num_mel_bins
-        mean = total_sum / n
-        means.append(mean)
-        stds.append(float(np.sqrt(max(total_sq - n * mean * mean, 0.0) / (n - 1))))
-
-    for row in hf_tqdm(split, total=total, unit=" clips", desc="Computing fbank stats"):
-        chunk.append(decoded_waveform(row["audio"]))
-        count += 1
-        if len(chunk) == _FBANK_CHUNK or count == batch_size:
+    for index, row in enumerate(hf_tqdm(split, total=total, unit=" clips", desc="Computing fbank stats")):
+        waveform = decoded_waveform(row["audio"])
+        check_finite(waveform, TARGET_SAMPLING_RATE, row["file_name"] if has_names else f"clip {index}")
+        chunk.append(waveform)
+        if len(chunk) == _FBANK_CHUNK:
             add_chunk()
-        if count == batch_size:
-            close_batch()
-            count, total_sum, total_sq = 0, 0.0, 0.0
     if chunk:
         add_chunk()
-    if count:
-        close_batch()
-    return means, stds
+    if count < 2:
+        raise ValueError("cannot compute norm stats of an empty split")
+    mean = total_sum / count
+    std = max(total_sq - count * mean * mean, 0.0) ** 0.5 / (count - 1) ** 0.5
+    stats = NormStats(mean, std, num_mel_bins=num_mel_bins)
+    logger.info("fbank stats: %s", stats)
+    return stats
 
 
 def _is_exported_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "README.md").is_file() and not (path / "datafiles").exists()
 
 
-def norm_stats_of_release(
-    data_dir: str | os.PathLike, config: str = "16k", batch_size: int = 1000
-) -> tuple[float, float]:
+def norm_stats_of_release(data_dir: str | os.PathLike, config: str = "16k") -> NormStats:
     """Fbank mean and std of the training split of a release (folder or zip) or of an exported dataset folder."""
     path = Path(data_dir)
     if _is_exported_dataset(path):
         train = datasets.load_dataset(str(path), config, split="train", streaming=True)
     else:
         train = load_vocalsound(path, config=config)["train"]
-    return compute_norm_stats(train, batch_size=batch_size)
+    return compute_norm_stats(train)
 
 
-def read_norm_stats(
-    dataset_name_or_dir: str | os.PathLike, config: str | None = None
-) -> tuple[float, float] | None:
-    """The fbank ``(mean, std)`` an export wrote into the dataset card, or None if the card has none.
+def read_norm_stats(dataset_name_or_dir: str | os.PathLike, config: str | None = None) -> NormStats | None:
+    """The fbank statistics an export wrote into the dataset card, or None if the card has none.
+
+    What they describe comes with them (``NormStats.describes``): an older export's say so too.
 
     Args:
         dataset_name_or_dir: an exported dataset folder, or a Hub dataset id (read through huggingface_hub).
@@ -162,5 +177,5 @@ def read_norm_stats(
         config = defaults[0] if defaults else (entries[0]["config_name"] if len(entries) == 1 else "16k")
     for entry in entries:
         if entry.get("config_name") == config:
-            return float(entry["mean"]), float(entry["std"])
+            return NormStats.from_card_entry(entry)
     return None

@@ -7,9 +7,9 @@ from typing import Any
 
 import datasets
 
+from ..audio import decode_as_model_input
 from ..data.builder import load_vocalsound
 from ..metrics import METADATA_COLUMNS
-from ..release import TARGET_SAMPLING_RATE
 
 
 def load_splits(
@@ -21,7 +21,7 @@ def load_splits(
 ) -> datasets.DatasetDict:
     """The needed splits of a raw release (``data_dir``, through the builder) or of a Hub/exported dataset.
 
-    Audio is decoded as 16 kHz mono (datasets resamples and down-mixes on decode). Raises ``ValueError``
+    Audio is decoded as 16 kHz mono, as every path decodes it (``audio.decode_as_model_input``). Raises ``ValueError``
     naming the dataset, split and column when a split is missing or empty, or has no ``audio`` (``Audio``)
     or ``label`` (``ClassLabel``) column.
     """
@@ -49,7 +49,7 @@ def load_splits(
     if len({tuple(n) for n in names.values()}) > 1:
         raise ValueError(f"{source}: the splits name their labels differently: {names}")
     dataset = datasets.DatasetDict({split: dataset[split] for split in splits})
-    return dataset.cast_column("audio", datasets.Audio(sampling_rate=TARGET_SAMPLING_RATE, num_channels=1))
+    return decode_as_model_input(dataset)
 
 
 def _check_split(dataset: datasets.DatasetDict, split: str, source: str) -> None:
