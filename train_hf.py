@@ -270,7 +270,8 @@ def load_model(model_args, data_args, raw: datasets.DatasetDict, label_names: li
     if model_args.model_name_or_path or checkpoint:
         source = model_args.model_name_or_path or checkpoint
         feature_extractor = AutoFeatureExtractor.from_pretrained(source)
-        if data_args.norm_mean is not None:
+        given = (data_args.norm_mean, data_args.norm_std)
+        if data_args.norm_mean is not None and given != (feature_extractor.mean, feature_extractor.std):
             logger.warning(
                 "replacing the fbank stats of %s (mean %.7f, std %.7f) with --norm_mean %.7f --norm_std %.7f",
                 source,

@@ -1,7 +1,8 @@
-"""The header check of every clip before the dataset is built, and the report of what ``skip_bad_audio`` skips.
+"""The check of every clip before the dataset is built, and the report of what ``skip_bad_audio`` skips.
 
-The real release holds unreadable clips (0-byte files, random bytes, truncated headers). A build fails
-listing all of them at once, or drops them with one report, instead of failing on the first one mid-way.
+The real release holds unreadable clips (0-byte files, random bytes, truncated headers), and a float WAV
+can hold NaN or infinite samples, which make every feature of the clip NaN. A build fails listing all bad
+clips at once, or drops them with one report, instead of failing on the first one mid-way.
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile
 from datasets.utils import tqdm as hf_tqdm
 
 logger = logging.getLogger(__name__)
 
+# soundfile subtypes that store samples as floats, so can hold NaN and infinity.
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+
 
 def audio_problem(path: str | os.PathLike) -> tuple[str | None, int | None]:
-    """Why a clip cannot be used (``"missing"``, ``"empty ..."``, ``"undecodable ..."``) or None, and its rate.
+    """Why a clip cannot be used (``"missing"``, ``"empty ..."``, ``"undecodable ..."``, ``"non-finite ..."``) or
+    None, and its rate.
 
-    Only the header is read (libsndfile), which is enough to reject what the real release holds:
-    0-byte files, random bytes and truncated headers; a header announcing 0 frames counts as empty.
+    The header (libsndfile) is enough to reject what the real release holds: 0-byte files, random bytes and
+    truncated headers; a header announcing 0 frames counts as empty. Integer PCM cannot hold NaN or infinity,
+    so only float files have their samples read, for the first sample that is not a finite number.
     """
     path = Path(path)
     if not path.is_file():
@@ -32,11 +39,32 @@ def audio_problem(path: str | os.PathLike) -> tuple[str | None, int | None]:
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.LibsndfileError) as err:
-        # libsndfile's message repeats the path ("Error opening '<path>': <reason>"); keep the reason.
-        return f"undecodable ({str(err).strip().rsplit(': ', 1)[-1]})", None
+        return f"undecodable ({_reason(err)})", None
     if info.frames == 0:
         return "empty (0 frames)", info.samplerate
+    if info.subtype in FLOAT_SUBTYPES:
+        return _non_finite(path, info), info.samplerate
     return None, info.samplerate
+
+
+def _reason(err: Exception) -> str:
+    # libsndfile's message repeats the path ("Error opening '<path>': <reason>"); keep the reason.
+    return str(err).strip().rsplit(": ", 1)[-1]
+
+
+def _non_finite(path: Path, info) -> str | None:
+    """``"non-finite (sample I at T s is inf)"`` for the first NaN or infinite frame of a float file, else None."""
+    try:
+        # float64 holds float32 and float64 samples exactly, NaN and infinity included.
+        samples, _ = soundfile.read(str(path), dtype="float64", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        return f"undecodable ({_reason(err)})"
+    bad = np.flatnonzero(~np.isfinite(samples).all(axis=1))
+    if not len(bad):
+        return None
+    frame = int(bad[0])
+    value = next(v for v in samples[frame] if not np.isfinite(v))
+    return f"non-finite (sample {frame} at {frame / info.samplerate:.3f} s is {value})"
 
 
 def check_audio(
@@ -48,14 +76,15 @@ def check_audio(
     split_source: str,
     skip_bad_audio: bool,
 ) -> dict[str, list[tuple[str, str]]]:
-    """Check every clip's header; fail listing all bad clips, or drop them (``skip_bad_audio``) with a report.
+    """Check every clip (``audio_problem``); fail listing all bad clips, or drop them (``skip_bad_audio``) with a
+    report.
 
     Returns the skipped clips per split as (file name, reason); ``clips_by_split`` is filtered in place.
     """
     bad: dict[str, list[tuple[str, str]]] = {split: [] for split in clips_by_split}
     other_rates: Counter[int] = Counter()
     total = sum(len(clips) for clips in clips_by_split.values())
-    with hf_tqdm(total=total, unit=" clips", desc="Checking audio headers") as bar:
+    with hf_tqdm(total=total, unit=" clips", desc="Checking audio") as bar:
         for split, clips in clips_by_split.items():
             for clip in clips:
                 problem, rate = audio_problem(clip["audio"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import ASTFeatureExtractor, ASTForAudioClassification
 
-from ..audio import MAX_DURATION_S, AudioInputError, load_audio
+from ..audio import MAX_DURATION_S, AudioInputError, check_finite, load_audio
 from ..features import batch_fbank, frame_span
 from .fast import fast_layers
 
@@ -80,6 +80,19 @@ class Prediction:
                 for w in self.windows
             ],
         }
+
+
+def _non_finite_scores(name: str, waveform: torch.Tensor) -> str:
+    """Why finite samples gave NaN scores: samples so far beyond full scale that the power overflows float32."""
+    # From about 1e18 on, squared samples overflow in the fbank and the RMS; the model itself is the other
+    # cause, with normal input.
+    peak = waveform.abs().max().item()
+    if peak > 1:
+        return (
+            f"{name}: the samples reach {peak:.3g} (full scale is 1), too loud to compute features; "
+            "the scores are not finite numbers"
+        )
+    return f"{name}: the model gave scores that are not finite numbers (are its weights broken?)"
 
 
 class AudioClassifier:
@@ -215,11 +228,15 @@ class AudioClassifier:
         A recording longer than the model's window is classified as sliding windows (``hop_s`` apart);
         silent windows (below ``SILENCE_DBFS``) are not classified, and the overall probabilities are the
         mean of the others weighted by their energy, since the vocal sound is the loud part of a
-        recording. Raises ``AudioInputError`` for unusable input, a silent recording included.
+        recording. Raises ``AudioInputError`` for unusable input (a silent recording, a NaN or infinite sample)
+        and for scores that are not finite numbers, so a ``Prediction`` only ever holds finite numbers.
         """
         started = time.perf_counter()
         if isinstance(audio, torch.Tensor):
             waveform, name = audio.float(), name or "waveform"
+            # load_audio checks files; a tensor from the API is checked here, before the silence check (a NaN
+            # sample makes the RMS NaN, which compares false and was reported as silence).
+            check_finite(waveform, self.sampling_rate, name)
         else:
             waveform = load_audio(audio, sampling_rate=self.sampling_rate, max_duration_s=max_duration_s)
             name = name or Path(audio).name
@@ -241,6 +258,8 @@ class AudioClassifier:
         probs = self.probabilities(self.log_mel(windows[active], lengths[active])).cpu()
         energy = 10 ** (levels[active] / 10)
         overall = (probs * energy[:, None]).sum(0) / energy.sum()
+        if not (probs.isfinite().all() and overall.isfinite().all()):
+            raise AudioInputError(_non_finite_scores(name, waveform))
         window_probs = iter(probs.tolist())
         timeline = tuple(
             Window(

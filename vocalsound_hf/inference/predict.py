@@ -20,8 +20,9 @@ def predict_files(
     """Classify files and print the results (the ``vocalsound-hf predict`` command).
 
     Prints one line per file (``path<TAB>label score ...``, followed by one indented line per window for
-    long recordings), or with ``as_json`` one JSON object per line. A file that cannot be classified does
-    not stop the others; the errors are raised together at the end as one ``ValueError``.
+    long recordings), or with ``as_json`` one strict JSON object per line. A file that cannot be classified
+    (unreadable, silent, a NaN or infinite sample, ...) does not stop the others; the errors are raised
+    together at the end as one ``ValueError``, whose message names each file.
     """
     if top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {top_k}")
@@ -35,7 +36,9 @@ def predict_files(
             continue
         predictions.append(prediction)
         if as_json:
-            print(json.dumps({"file": str(path), **prediction.to_dict(top_k)}), flush=True)
+            # Strict JSON: bare NaN or Infinity is not JSON. The classifier never returns them, and if it did,
+            # this raises (one error line from the CLI) instead of printing what a strict parser rejects.
+            print(json.dumps({"file": str(path), **prediction.to_dict(top_k)}, allow_nan=False), flush=True)
         else:
             _print_prediction(path, prediction, top_k)
     if errors:

@@ -11,10 +11,29 @@ from typing import Any
 import datasets
 import torch
 
-from ..audio import decoded_waveform
+from ..audio import check_finite, decoded_waveform
 from ..features import batch_fbank, frame_span
+from ..release import TARGET_SAMPLING_RATE
 
 FBANK_COLUMN = "fbank"
+
+
+def clip_name(example: dict[str, Any], fallback: str) -> str:
+    """What names a clip in an error: its ``file_name`` column, else ``fallback`` (its row or batch position)."""
+    # The decoder cannot name it: neither torchcodec's decoder nor its metadata keeps the file's path.
+    return str(example.get("file_name") or fallback)
+
+
+def finite_waveform(example: dict[str, Any], fallback_name: str) -> torch.Tensor:
+    """The clip's decoded waveform; ``AudioInputError`` naming the clip and the time of a NaN or infinite sample.
+
+    One such sample makes the clip's features NaN, and the loss and every weight with them after one step.
+    """
+    waveform = decoded_waveform(example["audio"])
+    # The whole clip, not only the part the window reads: a bad sample anywhere means a corrupt clip. The
+    # splits are decoded at the model's rate (decode_as_model_input), which times the sample.
+    check_finite(waveform, TARGET_SAMPLING_RATE, clip_name(example, fallback_name))
+    return waveform
 
 
 class VocalSoundCollator:
@@ -35,7 +54,10 @@ class VocalSoundCollator:
                 FBANK_COLUMN: torch.stack([torch.as_tensor(e[FBANK_COLUMN]) for e in examples]),
                 "labels": labels,
             }
-        waveforms = [decoded_waveform(example["audio"])[: self.max_samples] for example in examples]
+        waveforms = [
+            finite_waveform(example, f"example {i} of the batch")[: self.max_samples]
+            for i, example in enumerate(examples)
+        ]
         lengths = torch.tensor([len(w) for w in waveforms], dtype=torch.long)
         padded = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
         return {"waveforms": padded, "lengths": lengths, "labels": labels}
@@ -45,11 +67,13 @@ def cache_fbank(split: datasets.Dataset, max_length: int, num_mel_bins: int = 12
     """The split with its audio replaced by un-normalised fbanks (column ``fbank``), computed once with ``map``.
 
     The features are those the collator path computes per batch, before SpecAugment and normalisation, so
-    every augmentation but waveform mixup still applies. ``datasets`` caches the result on disk.
+    every augmentation but waveform mixup still applies. ``datasets`` caches the result on disk. A clip with a
+    NaN or infinite sample raises ``AudioInputError`` naming it (``file_name``, else its row).
     """
 
-    def to_fbank(batch):
-        waveforms = [decoded_waveform(audio) for audio in batch["audio"]]
+    def to_fbank(batch, indices):
+        rows = [{key: values[i] for key, values in batch.items()} for i in range(len(indices))]
+        waveforms = [finite_waveform(row, f"row {index}") for row, index in zip(rows, indices)]
         fbank = batch_fbank(waveforms, max_length=max_length, num_mel_bins=num_mel_bins, normalize=False)
         return {FBANK_COLUMN: fbank.numpy()}
 
@@ -59,6 +83,7 @@ def cache_fbank(split: datasets.Dataset, max_length: int, num_mel_bins: int = 12
     cached = split.map(
         to_fbank,
         batched=True,
+        with_indices=True,
         batch_size=batch_size,
         remove_columns=["audio"],
         features=features,
