@@ -402,18 +402,18 @@ def test_norm_stats_of_an_older_export_are_not_taken_for_these():
     assert NormStats.from_card_entry(new.card_entry("16k")) == new  # the floats in full
 
 
-def test_a_non_finite_sample_stops_the_stats_naming_the_clip(synth_release, tmp_path):
+def test_a_non_finite_sample_stops_the_stats_naming_the_clip(tmp_path):
     import datasets
 
     from vocalsound_hf import compute_norm_stats
 
     waveform = np.zeros(16000, np.float32)
     waveform[8000] = np.nan
+    path = tmp_path / "bad.wav"
+    sf.write(path, waveform, 16000, subtype="FLOAT")  # a float WAV keeps the NaN (16-bit PCM could not)
     split = datasets.Dataset.from_dict(
-        {"audio": [{"array": waveform, "sampling_rate": 16000}], "file_name": ["bad.wav"]},
-        features=datasets.Features(
-            {"audio": datasets.Audio(sampling_rate=16000), "file_name": datasets.Value("string")}
-        ),
+        {"audio": [str(path)], "file_name": ["bad.wav"]},
+        features=datasets.Features({"audio": datasets.Audio(), "file_name": datasets.Value("string")}),
     )
     with pytest.raises(ValueError, match=r"bad.wav: sample 8000 \(at 0.500 s\) is nan"):
         compute_norm_stats(split)

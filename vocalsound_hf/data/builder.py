@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import datasets
 from datasets.exceptions import NonMatchingChecksumError
+from datasets.utils.extract import ExtractManager
 
 from ..fileio import sha256_file
 from ..release import (
@@ -37,12 +39,18 @@ from . import audio_check, reader
 
 logger = logging.getLogger(__name__)
 
+# How a zip (its first member's local header) begins.
+_ZIP_MEMBER_SIGNATURE = b"PK\x03\x04"
 # The code that decides the examples: a change to any of these files must not be served from the cache.
 _EXAMPLE_CODE: tuple[Path, ...] = (Path(__file__), Path(reader.__file__), Path(audio_check.__file__))
 
 
 class ChecksumError(NonMatchingChecksumError, ValueError):
     """A downloaded release whose sha256 is not the published one (also a ``ValueError`` for callers)."""
+
+
+class CorruptArchiveError(ValueError):
+    """A release zip that does not extract: a member's data, CRC or header is damaged."""
 
 
 @dataclass
@@ -147,8 +155,7 @@ class VocalSound(datasets.GeneratorBasedBuilder):
             url = RELEASE_URLS[name]
             archive = dl_manager.download(url)
             _verify_sha256(archive, RELEASE_SHA256[name], url, dl_manager)
-            logger.info("extracting %s into the datasets cache", archive)
-            return reader.unwrap(Path(dl_manager.extract(archive)))
+            return _extract_release(dl_manager, archive, downloaded=True)
         data_dir = Path(self.config.data_dir)
         if data_dir.is_dir():
             return reader.unwrap(data_dir)
@@ -157,11 +164,18 @@ class VocalSound(datasets.GeneratorBasedBuilder):
                 f"{data_dir} does not exist: expected a VocalSound release folder or its zip"
             )
         if not zipfile.is_zipfile(data_dir):
+            with open(data_dir, "rb") as file:
+                starts_as_zip = file.read(4) == _ZIP_MEMBER_SIGNATURE
+            if starts_as_zip:
+                # A zip's table of contents is at its end: a copy or download cut short loses it first.
+                raise CorruptArchiveError(
+                    f"{data_dir}: a zip without its table of contents at the end (a truncated copy or "
+                    "download?); expected the complete release zip"
+                )
             raise ValueError(
                 f"{data_dir} is neither a folder nor a zip archive: expected a release folder or its zip"
             )
-        logger.info("extracting %s into the datasets cache", data_dir)
-        return reader.unwrap(Path(dl_manager.extract(str(data_dir))))
+        return _extract_release(dl_manager, str(data_dir), downloaded=False)
 
 
 def vocalsound_features(sampling_rate: int = TARGET_SAMPLING_RATE) -> datasets.Features:
@@ -250,16 +264,71 @@ def _verify_sha256(
     actual = sha256_file(archive, progress=True)
     if actual == expected:
         return
+    raise ChecksumError(
+        f"{url}: sha256 {actual} does not match the published {expected} "
+        f"(truncated or altered download){_drop_download(archive, dl_manager)}"
+    )
+
+
+def _drop_download(archive: str, dl_manager: datasets.DownloadManager) -> str:
+    """Remove a bad download from the download cache; the clause saying so, or "" for a file outside it."""
     cache_dir = Path(
         dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH
     ).resolve()
-    removed = ""
-    if Path(archive).resolve().is_relative_to(cache_dir):
-        # The download manager would hand this file out again on the next call: drop it and its metadata.
-        for leftover in (archive, archive + ".json", archive + ".lock"):
-            Path(leftover).unlink(missing_ok=True)
-        removed = f"; the download was removed from the cache ({archive})"
-    raise ChecksumError(
-        f"{url}: sha256 {actual} does not match the published {expected} "
-        f"(truncated or altered download){removed}"
-    )
+    if not Path(archive).resolve().is_relative_to(cache_dir):
+        return ""
+    # The download manager would hand this file out again on the next call: drop it and its metadata.
+    for leftover in (archive, archive + ".json", archive + ".lock"):
+        Path(leftover).unlink(missing_ok=True)
+    return f"; the download was removed from the cache ({archive})"
+
+
+def _extract_release(dl_manager: datasets.DownloadManager, archive: str, *, downloaded: bool) -> Path:
+    """Extract a release zip into the datasets cache and return the release folder in it.
+
+    A failed extraction (a damaged member, a full disk, an interrupt) leaves nothing in the cache: datasets
+    would otherwise keep the members extracted so far, which a later load without ``force_extract`` serves
+    as the release. A damaged zip is reported naming the member; a damaged download is also dropped from the
+    download cache, so that the next run downloads it again.
+    """
+    logger.info("extracting %s into the datasets cache", archive)
+    try:
+        extracted = Path(dl_manager.extract(archive))
+    except BaseException as err:
+        _remove_extraction(dl_manager, archive)
+        damage = reader.describe_zip_damage(Path(archive)) if isinstance(err, reader.ZIP_ERRORS) else None
+        if damage is None:
+            raise
+        removed = _drop_download(archive, dl_manager) if downloaded else ""
+        raise CorruptArchiveError(
+            f"{archive}: {damage}; expected a complete, unaltered release zip (copy or download it again)"
+            f"{removed}"
+        ) from None
+    if not extracted.is_dir():
+        # datasets returns the path itself when it does not recognise the archive (e.g. a zip with data
+        # prepended, which zipfile still accepts).
+        raise CorruptArchiveError(
+            f"{archive}: the datasets library does not recognise it as a zip archive; expected the release "
+            "zip as published (or unzip it and pass the folder)"
+        )
+    return reader.unwrap(extracted)
+
+
+def _remove_extraction(dl_manager: datasets.DownloadManager, archive: str) -> None:
+    """Remove what datasets extracted of ``archive`` so far (it returns no path when extraction fails)."""
+    manager = ExtractManager(cache_dir=dl_manager.download_config.cache_dir)
+    # The folder datasets extracts into: a hash of the archive's path inside its extraction folder. Should
+    # a datasets release change that, nothing is removed rather than the wrong thing.
+    output_path = getattr(manager, "_get_output_path", None)
+    if output_path is None:
+        return
+    target = Path(output_path(archive))
+    if not target.resolve().is_relative_to(Path(manager.extract_dir).resolve()):
+        return
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target, ignore_errors=True)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    else:
+        return
+    logger.info("removed the incomplete extraction %s from the datasets cache", target)

@@ -12,6 +12,8 @@ import csv
 import json
 import logging
 import os
+import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -86,6 +88,39 @@ def list_wavs(audio_dir: Path) -> dict[str, Path]:
         for entry in os.scandir(audio_dir)
         if entry.name.endswith(".wav") and not entry.name.startswith("._") and entry.is_file()
     }
+
+
+# What reading a damaged zip raises: a bad header or CRC, invalid deflate data, data cut short, a compression
+# method or encryption zipfile cannot read.
+ZIP_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+def describe_zip_damage(archive: Path) -> str | None:
+    """What makes ``archive`` unreadable (naming the first bad member), or ``None`` if every member reads back.
+
+    Each member is decompressed in full and checked against its CRC-32, in the order extraction takes them,
+    so the member named is the one an extraction stopped at.
+    """
+    try:
+        with zipfile.ZipFile(archive) as zip_file:
+            for info in zip_file.infolist():
+                if info.is_dir():
+                    continue
+                try:
+                    with zip_file.open(info) as member:
+                        while member.read(1 << 20):
+                            pass
+                except ZIP_ERRORS as err:
+                    return f"member {info.filename} is damaged ({err})"
+    except zipfile.BadZipFile as err:
+        return f"its table of contents is damaged ({err})"
+    return None
 
 
 # --- meta files ------------------------------------------------------------------------------------------
