@@ -7,12 +7,20 @@
 The first argument may be a YAML or JSON recipe; arguments after it override the recipe's values. Every
 ``TrainingArguments`` option is accepted (``--output_dir``, batch sizes, ``--learning_rate``, ``--bf16``,
 ``--gradient_accumulation_steps``, ``--push_to_hub``, ...).
+
+A mistake in the arguments, the data or the output folder is reported in one line, ``train_hf.py: error: ...``,
+with exit status 2 (as argparse's own errors), before any training step; an error while training keeps its
+traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,66 +43,51 @@ from vocalsound_hf.release import SPLIT_SOURCES
 from vocalsound_hf.training.averaging import evaluate_weight_average
 from vocalsound_hf.training.collator import VocalSoundCollator, cache_fbank
 from vocalsound_hf.training.evaluation import SplitMetrics, evaluate_split, predict_split
-from vocalsound_hf.training.model_card import subgroup_table, write_model_card
-from vocalsound_hf.training.outputs import check_output_dir, resume_checkpoint, save_model
+from vocalsound_hf.training.outputs import check_output_dir, resume_checkpoint, save_model, write_outputs
 from vocalsound_hf.training.pipeline import FeaturePipeline
 from vocalsound_hf.training.recipes import RECIPE_SUFFIXES, recipe_to_argv
-from vocalsound_hf.training.results import PREDICTIONS_FILE, write_predictions, write_results
+from vocalsound_hf.training.results import PREDICTIONS_FILE, write_predictions
 from vocalsound_hf.training.splits import check_labels, clip_metadata, load_splits
 from vocalsound_hf.training.trainer import OneLineLogCallback, VocalSoundTrainer
 
 logger = logging.getLogger("train_hf")
 
 
+def arg(default, text: str, **metadata):
+    """A field of an arguments dataclass: its default, its ``--help`` text and any other metadata (choices)."""
+    return field(default=default, metadata={"help": text, **metadata})
+
+
 @dataclass
 class ModelArguments:
     """Which AST to build (or load) and how to initialise it."""
 
-    model_size: str = field(default="base384", metadata={"help": "DeiT preset", "choices": list(MODEL_SIZES)})
-    init: str = field(
-        default="scratch",
-        metadata={
-            "help": "initial weights: random, ImageNet DeiT, or AudioSet AST",
-            "choices": list(INITS),
-        },
+    model_size: str = arg("base384", "DeiT preset", choices=list(MODEL_SIZES))
+    init: str = arg("scratch", "initial weights: random, ImageNet DeiT, or AudioSet AST", choices=list(INITS))
+    init_checkpoint: str | None = arg(
+        None,
+        "weights for --init imagenet (a distilled DeiT: Hub id, folder or timm file, e.g. "
+        "facebook/deit-base-distilled-patch16-384) or audioset (an AST: Hub id, folder or original .pth, e.g. "
+        "MIT/ast-finetuned-audioset-10-10-0.4593)",
     )
-    init_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "help": "weights for --init imagenet (a distilled DeiT: Hub id, folder or timm file, e.g. "
-            "facebook/deit-base-distilled-patch16-384) or audioset (an AST: Hub id, folder or original .pth, e.g. "
-            "MIT/ast-finetuned-audioset-10-10-0.4593)"
-        },
+    head: str = arg(
+        "new", "classifier head: new, or the AudioSet head's six VocalSound rows", choices=list(HEADS)
     )
-    head: str = field(
-        default="new",
-        metadata={
-            "help": "classifier head: new, or the AudioSet head's six VocalSound rows",
-            "choices": list(HEADS),
-        },
+    model_name_or_path: str | None = arg(
+        None,
+        "a trained VocalSound AST (folder or Hub id) to evaluate or fine-tune further, instead of --init",
     )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "a trained VocalSound AST (folder or Hub id) to evaluate or fine-tune further, instead of --init"
-        },
+    input_tdim: int = arg(512, "frames per clip (10 ms each); clips are padded or cut")
+    fstride: int = arg(10, "patch stride over frequency (16 = no overlap)")
+    tstride: int = arg(10, "patch stride over time (16 = no overlap)")
+    num_hidden_layers: int | None = arg(None, "override the preset's depth")
+    hidden_size: int | None = arg(None, "override the preset's width")
+    num_attention_heads: int | None = arg(None, "override the preset's heads")
+    intermediate_size: int | None = arg(None, "override the preset's MLP width")
+    wa_start: int | None = arg(
+        None, "average the weights of epochs wa_start..wa_end (1-based) and evaluate them too"
     )
-    input_tdim: int = field(
-        default=512, metadata={"help": "frames per clip (10 ms each); clips are padded or cut"}
-    )
-    fstride: int = field(default=10, metadata={"help": "patch stride over frequency (16 = no overlap)"})
-    tstride: int = field(default=10, metadata={"help": "patch stride over time (16 = no overlap)"})
-    num_hidden_layers: int | None = field(default=None, metadata={"help": "override the preset's depth"})
-    hidden_size: int | None = field(default=None, metadata={"help": "override the preset's width"})
-    num_attention_heads: int | None = field(default=None, metadata={"help": "override the preset's heads"})
-    intermediate_size: int | None = field(default=None, metadata={"help": "override the preset's MLP width"})
-    wa_start: int | None = field(
-        default=None,
-        metadata={"help": "average the weights of epochs wa_start..wa_end (1-based) and evaluate them too"},
-    )
-    wa_end: int | None = field(
-        default=None, metadata={"help": "last epoch of weight averaging (default: the last)"}
-    )
+    wa_end: int | None = arg(None, "last epoch of weight averaging (default: the last)")
 
     def architecture_overrides(self) -> dict[str, int]:
         names = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
@@ -105,27 +98,18 @@ class ModelArguments:
 class DataArguments:
     """Where the data comes from and how its features are made."""
 
-    data_dir: str | None = field(default=None, metadata={"help": "a raw VocalSound release (folder or zip)"})
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "a Hub dataset id or an exported dataset folder"}
+    data_dir: str | None = arg(None, "a raw VocalSound release (folder or zip)")
+    dataset_name: str | None = arg(None, "a Hub dataset id or an exported dataset folder")
+    dataset_config_name: str | None = arg(None, "dataset config (16k or 44k)")
+    split_source: str = arg(
+        "datafiles",
+        "with --data_dir: the official split files or every wav by speaker",
+        choices=list(SPLIT_SOURCES),
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "dataset config (16k or 44k)"})
-    split_source: str = field(
-        default="datafiles",
-        metadata={
-            "help": "with --data_dir: the official split files or every wav by speaker",
-            "choices": list(SPLIT_SOURCES),
-        },
-    )
-    norm_mean: float | None = field(
-        default=None, metadata={"help": "fbank mean (default: the dataset card's, else computed)"}
-    )
-    norm_std: float | None = field(
-        default=None, metadata={"help": "fbank std (default: the dataset card's, else computed)"}
-    )
-    cache_features: bool = field(
-        default=False,
-        metadata={"help": "compute fbanks once with datasets.map instead of per batch (no --mixup)"},
+    norm_mean: float | None = arg(None, "fbank mean (default: the dataset card's, else computed)")
+    norm_std: float | None = arg(None, "fbank std (default: the dataset card's, else computed)")
+    cache_features: bool = arg(
+        False, "compute fbanks once with datasets.map instead of per batch (no --mixup)"
     )
 
 
@@ -133,43 +117,21 @@ class DataArguments:
 class AugmentationArguments:
     """The original recipe's training augmentations (off for validation and test)."""
 
-    freqm: int = field(default=0, metadata={"help": "SpecAugment frequency mask width (48 in the paper)"})
-    timem: int = field(default=0, metadata={"help": "SpecAugment time mask width (192 in the paper)"})
-    mixup: float = field(
-        default=0.0, metadata={"help": "probability of waveform mixup with Beta(10, 10) (soft targets)"}
-    )
-    roll: bool = field(default=False, metadata={"help": "random circular time roll of the fbank"})
-    noise: bool = field(default=False, metadata={"help": "the original's uniform fbank noise"})
+    freqm: int = arg(0, "SpecAugment frequency mask width (48 in the paper)")
+    timem: int = arg(0, "SpecAugment time mask width (192 in the paper)")
+    mixup: float = arg(0.0, "probability of waveform mixup with Beta(10, 10) (soft targets)")
+    roll: bool = arg(False, "random circular time roll of the fbank")
+    noise: bool = arg(False, "the original's uniform fbank noise")
 
 
 # What this script needs from TrainingArguments unless the user says otherwise: evaluate and save every
 # epoch, keep the best validation accuracy, log each epoch, and keep the audio column for the collator.
 TRAINING_DEFAULTS = dict(
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    logging_strategy="epoch",
-    load_best_model_at_end=True,
-    metric_for_best_model="accuracy",
-    remove_unused_columns=False,
-    ddp_find_unused_parameters=False,
-)
-
-
-# TrainingArguments shown in the model card's recipe.
-RECIPE_TRAINING_KEYS = (
-    "learning_rate",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "num_train_epochs",
-    "lr_scheduler_type",
-    "warmup_steps",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "seed",
-    "bf16",
-    "fp16",
-)
+    eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch", load_best_model_at_end=True,
+    metric_for_best_model="accuracy", remove_unused_columns=False, ddp_find_unused_parameters=False,
+)  # fmt: skip
+# Where a ValueError or OSError comes from the user's arguments, data or output folder (see user_errors).
+USER_ERROR = "_train_hf_user_error"
 
 
 def parse_args(argv: list[str] | None = None):
@@ -178,7 +140,14 @@ def parse_args(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].endswith(RECIPE_SUFFIXES):
         argv = recipe_to_argv(argv[0], parser) + argv[1:]
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    *parsed, unknown = parser.parse_args_into_dataclasses(
+        args=argv, look_for_args_file=False, return_remaining_strings=True
+    )
+    if unknown:
+        known = [option for action in parser._actions for option in action.option_strings]
+        hint = "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(unknown[0], known, n=1))
+        raise ValueError(f"unknown argument {unknown[0]!r}{hint}")
+    return parsed
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -186,31 +155,45 @@ def setup_logging(training_args: TrainingArguments) -> None:
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()]
     )
-    if (
-        training_args.should_log
-    ):  # makes get_process_log_level give INFO on the main process (log_level passive)
+    # Makes get_process_log_level give INFO on the main process (log_level passive).
+    if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
     for name in ("train_hf", "vocalsound_hf"):
         logging.getLogger(name).setLevel(log_level)
     datasets.utils.logging.set_verbosity(max(log_level, logging.WARNING))
     transformers.utils.logging.set_verbosity(max(log_level, logging.WARNING))
+    shown = (training_args.process_index, training_args.world_size, training_args.device)
     logger.info(
-        "process %d of %d, device %s, bf16 %s, fp16 %s",
-        training_args.process_index,
-        training_args.world_size,
-        training_args.device,
-        training_args.bf16,
-        training_args.fp16,
+        "process %d of %d, device %s, bf16 %s, fp16 %s", *shown, training_args.bf16, training_args.fp16
     )
 
 
-def check_arguments(model_args, data_args, aug_args, training_args) -> bool | str | None:
-    """Everything that can be wrong with the arguments, checked before any data is read; returns the resume."""
+def check_paths(model_args, data_args) -> None:
+    """A local folder or file that is not there, named with its argument (not looked up as a Hub id)."""
+    expected = {
+        "data_dir": (data_args.data_dir, "a raw VocalSound release, folder or zip"),
+        "dataset_name": (data_args.dataset_name, "a Hub dataset id or an exported dataset folder"),
+        "model_name_or_path": (model_args.model_name_or_path, "a Hub model id or a trained model's folder"),
+        "init_checkpoint": (model_args.init_checkpoint, "a Hub model id, a folder or a weights file"),
+    }
+    for name, (value, what) in expected.items():
+        # A Hub id is "name" or "owner/name"; anything else, and any --data_dir, is a path.
+        is_path = value and (name == "data_dir" or value.startswith((".", "/", "~")) or value.count("/") > 1)
+        if is_path and not Path(value).exists():
+            raise FileNotFoundError(f"--{name} {value}: no such file or folder (expected {what})")
+
+
+def check_arguments(model_args, data_args, aug_args, training_args) -> str | None:
+    """Everything that can be wrong with the arguments, checked before any data is read; returns the
+    checkpoint folder a training run resumes from (the newest complete one for ``true``), if any."""
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True
-    check_output_dir(training_args.output_dir, resume=bool(resume) and training_args.do_train)
+    resume = resume if training_args.do_train else None
+    check_output_dir(training_args.output_dir, resume=bool(resume))
+    checkpoint = resume_checkpoint(training_args.output_dir, resume)
+    check_paths(model_args, data_args)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if training_args.do_train and training_args.remove_unused_columns:
@@ -238,7 +221,7 @@ def check_arguments(model_args, data_args, aug_args, training_args) -> bool | st
         raise ValueError(
             f"--init {model_args.init} needs --init_checkpoint (a Hub id, folder or file of the weights)"
         )
-    return resume
+    return checkpoint
 
 
 def norm_stats(data_args, train_split) -> tuple[float, float]:
@@ -267,35 +250,28 @@ def load_model(model_args, data_args, raw: datasets.DatasetDict, label_names: li
     A trained model, and the ``checkpoint`` a run resumes from, keep the fbank stats they were trained with
     unless new ones are given.
     """
+    if checkpoint and not (Path(checkpoint) / "preprocessor_config.json").is_file():
+        checkpoint = None  # a checkpoint saved without its feature extractor: the stats of a new model
     if model_args.model_name_or_path or checkpoint:
         source = model_args.model_name_or_path or checkpoint
         feature_extractor = AutoFeatureExtractor.from_pretrained(source)
-        given = (data_args.norm_mean, data_args.norm_std)
-        if data_args.norm_mean is not None and given != (feature_extractor.mean, feature_extractor.std):
-            logger.warning(
-                "replacing the fbank stats of %s (mean %.7f, std %.7f) with --norm_mean %.7f --norm_std %.7f",
-                source,
-                feature_extractor.mean,
-                feature_extractor.std,
-                data_args.norm_mean,
-                data_args.norm_std,
+        given, saved = (
+            (data_args.norm_mean, data_args.norm_std),
+            (feature_extractor.mean, feature_extractor.std),
+        )
+        if data_args.norm_mean is not None and given != saved:
+            replacing = (
+                "replacing the fbank stats of %s (mean %.7f, std %.7f) with --norm_mean %.7f --norm_std %.7f"
             )
-            feature_extractor.mean, feature_extractor.std = data_args.norm_mean, data_args.norm_std
+            logger.warning(replacing, source, *saved, *given)
+            feature_extractor.mean, feature_extractor.std = given
         else:
-            logger.info(
-                "keeping the fbank stats of %s: mean %.7f, std %.7f",
-                source,
-                feature_extractor.mean,
-                feature_extractor.std,
-            )
+            logger.info("keeping the fbank stats of %s: mean %.7f, std %.7f", source, *saved)
     if model_args.model_name_or_path:
         model = AutoModelForAudioClassification.from_pretrained(model_args.model_name_or_path)
         return model, feature_extractor, model_args.model_name_or_path
-    mean, std = (
-        (feature_extractor.mean, feature_extractor.std)
-        if checkpoint
-        else norm_stats(data_args, raw.get("train"))
-    )
+    stats = (feature_extractor.mean, feature_extractor.std) if checkpoint else None
+    mean, std = stats or norm_stats(data_args, raw.get("train"))
     model = build_ast(
         label_dim=len(label_names),
         fstride=model_args.fstride,
@@ -311,78 +287,61 @@ def load_model(model_args, data_args, raw: datasets.DatasetDict, label_names: li
     return model, make_feature_extractor(model_args.input_tdim, mean, std), model_args.init_checkpoint
 
 
-def write_outputs(results, model_args, aug_args, training_args, source: str, base_model: str | None) -> None:
-    """results.json, the result tables and (after training) the model card; main process only."""
-    write_results(training_args.output_dir, results)
-    if training_args.do_train:
-        write_model_card(
-            training_args.output_dir,
-            results,
-            model_name=training_args.hub_model_id or f"ast-vocalsound-{model_args.model_size}",
-            dataset_id=None if Path(source).exists() else source,  # a local folder is no Hub id
-            base_model=base_model,
-            recipe={
-                **{k: v for k, v in asdict(model_args).items() if v is not None},
-                **asdict(aug_args),
-                **{k: getattr(training_args, k) for k in RECIPE_TRAINING_KEYS},
-                "world_size": training_args.world_size,
-            },
-        )
-    if "test_accuracy" in results:
-        selected = results.get("selected_model", model_args.model_name_or_path)
-        logger.info("accuracy %% of %s by subgroup:\n%s", selected, subgroup_table(results))
-    logger.info("wrote the results to %s", training_args.output_dir)
-
-
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, aug_args, training_args = parse_args(argv)
-    setup_logging(training_args)
-    resume = check_arguments(model_args, data_args, aug_args, training_args)
+    with user_errors():  # everything read and checked before the first training step
+        model_args, data_args, aug_args, training_args = parse_args(argv)
+        setup_logging(training_args)
+        checkpoint = check_arguments(model_args, data_args, aug_args, training_args)
 
-    splits = (
-        (["train", "validation"] if training_args.do_train else [])
-        + (["validation", "test"] if training_args.do_eval else [])
-        + (["test"] if training_args.do_predict else [])
-    )
-    with training_args.main_process_first(desc="loading the dataset"):
-        raw = load_splits(
-            data_args.data_dir,
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            dict.fromkeys(splits),
-            split_source=data_args.split_source,
+        splits = (
+            (["train", "validation"] if training_args.do_train else [])
+            + (["validation", "test"] if training_args.do_eval else [])
+            + (["test"] if training_args.do_predict else [])
         )
-    source = data_args.dataset_name or data_args.data_dir
-    label_names = raw[splits[0]].features["label"].names
-    logger.info("data %s: %s", source, ", ".join(f"{name} {len(split)} clips" for name, split in raw.items()))
+        with training_args.main_process_first(desc="loading the dataset"):
+            raw = load_splits(
+                data_args.data_dir,
+                data_args.dataset_name,
+                data_args.dataset_config_name,
+                dict.fromkeys(splits),
+                split_source=data_args.split_source,
+            )
+        source = data_args.dataset_name or data_args.data_dir
+        label_names = raw[splits[0]].features["label"].names
+        logger.info(
+            "data %s: %s", source, ", ".join(f"{name} {len(split)} clips" for name, split in raw.items())
+        )
 
-    set_seed(training_args.seed)
-    checkpoint = resume_checkpoint(training_args.output_dir, resume) if training_args.do_train else None
-    model, feature_extractor, base_model = load_model(model_args, data_args, raw, label_names, checkpoint)
-    check_labels(model.config, label_names, source)
-    max_length, mean, std = model.config.max_length, feature_extractor.mean, feature_extractor.std
-    logger.info("fbank normalisation: mean %.7f, std %.7f; %d frames", mean, std, max_length)
-    if data_args.cache_features:
-        with training_args.main_process_first(desc="caching fbank features"):
-            raw = datasets.DatasetDict({name: cache_fbank(split, max_length) for name, split in raw.items()})
+        set_seed(training_args.seed)
+        model, feature_extractor, base_model = load_model(model_args, data_args, raw, label_names, checkpoint)
+        check_labels(model.config, label_names, source)
+        max_length, mean, std = model.config.max_length, feature_extractor.mean, feature_extractor.std
+        logger.info("fbank normalisation: mean %.7f, std %.7f; %d frames", mean, std, max_length)
+        if data_args.cache_features:
+            with training_args.main_process_first(desc="caching fbank features"):
+                raw = datasets.DatasetDict(
+                    {name: cache_fbank(split, max_length) for name, split in raw.items()}
+                )
 
-    metric = load_metric()
-    validation = raw.get("validation")
-    trainer = VocalSoundTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=raw.get("train"),
-        eval_dataset=validation,
-        data_collator=VocalSoundCollator(max_length),
-        processing_class=feature_extractor,
-        compute_metrics=SplitMetrics(metric, label_names, clip_metadata(validation) if validation else None),
-        callbacks=[OneLineLogCallback()],
-        features=FeaturePipeline(mean, std, max_length, **asdict(aug_args)),
-    )
+        metric = load_metric()
+        validation = raw.get("validation")
+        trainer = VocalSoundTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=raw.get("train"),
+            eval_dataset=validation,
+            data_collator=VocalSoundCollator(max_length),
+            processing_class=feature_extractor,
+            compute_metrics=SplitMetrics(
+                metric, label_names, clip_metadata(validation) if validation else None
+            ),
+            callbacks=[OneLineLogCallback()],
+            features=FeaturePipeline(mean, std, max_length, **asdict(aug_args)),
+        )
 
     results: dict = {"world_size": training_args.world_size, "norm_mean": mean, "norm_std": std}
     if training_args.do_train:
-        results.update(trainer.train(resume_from_checkpoint=resume).metrics)
+        results.update(trainer.train(resume_from_checkpoint=checkpoint).metrics)
         best = trainer.state.best_model_checkpoint
         results["selected_model"] = Path(best).name if best else "the last epoch"
     if training_args.do_eval:
@@ -405,5 +364,35 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Marks a ValueError or OSError raised inside as a mistake of the user's, which ``cli`` reports in one line.
+
+    The same types raised later, while training, are bugs (or a failing disk) and keep their traceback.
+    """
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        setattr(error, USER_ERROR, True)
+        raise
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """``main`` for the command line: a user error is ``train_hf.py: error: <message>`` and exit status 2.
+
+    Under ``accelerate launch`` every process meets the same error; the first process of each node prints it,
+    the others exit silently (argparse's own errors are printed by every process).
+    """
+    try:
+        main(argv)
+    except (ValueError, OSError) as error:
+        if not getattr(error, USER_ERROR, False):
+            raise
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            message = " ".join(str(error).split("\n"))
+            print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

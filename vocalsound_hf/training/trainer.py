@@ -1,7 +1,8 @@
 """The ``Trainer`` subclass: AST features made on the device, cross-entropy on soft targets, strict loading.
 
 Each override names the upstream code it works around (transformers' ``trainer.py``, as installed here) and
-has a test in ``tests/test_trainer.py`` that fails without it.
+has a test in ``tests/test_trainer.py`` (the checkpoint check: ``tests/test_resume_errors.py``) that fails
+without it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch.nn import functional as F
 from transformers import Trainer, TrainerCallback
 
 from .averaging import load_weights
+from .outputs import weights_problem
 from .pipeline import FeaturePipeline
 
 logger = logging.getLogger(__name__)
@@ -49,9 +51,14 @@ class VocalSoundTrainer(Trainer):
     # non-strict load_state_dict (trainer.py:3703 for resuming, trainer.py:3832 for the best model): every
     # transformer block is silently left as it was, with only a "missing keys" warning. from_pretrained maps
     # the layout, and the load is then strict. DeepSpeed and FSDP keep their own formats and loaders.
+    # A weights file cut short fails upstream with safetensors' "incomplete metadata", naming no file; the
+    # check names the checkpoint and the file (train_hf.py checks the whole checkpoint before this).
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        problem = weights_problem(resume_from_checkpoint)
+        if problem:
+            raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}")
         load_weights(self.model if model is None else model, resume_from_checkpoint)
 
     def _load_best_model(self):
