@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from vocalsound_hf.audio import AudioInputError, load_audio  # noqa: E402
 from vocalsound_hf.features import FRAME_SHIFT, num_frames  # noqa: E402
-from vocalsound_hf.inference.classifier import AudioClassifier, Prediction  # noqa: E402
+from vocalsound_hf.inference.classifier import AudioClassifier, ModelLoadError, Prediction  # noqa: E402
 from vocalsound_hf.release import TARGET_SAMPLING_RATE  # noqa: E402
 
 logger = logging.getLogger("vocalsound_demo")
@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         classifier = AudioClassifier.from_pretrained(args.model, fast=fast)
     except (OSError, ValueError) as err:
-        sys.exit(f"cannot load the model {args.model!r}: {err}")
+        # One line at startup, not a traceback: a ModelLoadError already names the model.
+        message = (
+            str(err) if isinstance(err, ModelLoadError) else f"cannot load the model {args.model!r}: {err}"
+        )
+        sys.exit(" ".join(line.strip() for line in message.splitlines() if line.strip()))
     demo = build_demo(classifier)
     demo.queue(max_size=20).launch(max_file_size=f"{MAX_FILE_SIZE_MB}mb")
 

@@ -55,6 +55,12 @@ def _norm_stats(args: argparse.Namespace) -> None:
 
 def _init_model(args: argparse.Namespace) -> None:
     from .models.build import init_model_dir
+    from .models.checkpoints import missing_location
+
+    # A missing path would otherwise be looked up as a Hub id, and fail with the Hub's wording.
+    problem = args.audioset and missing_location(args.audioset)
+    if problem:
+        raise FileNotFoundError(f"--audioset {args.audioset}: {problem}")
 
     path = init_model_dir(
         args.out_dir,
@@ -95,7 +101,27 @@ def _predict(args: argparse.Namespace) -> None:
 
     # The weight-loading progress bar would interleave with the results and the one-line errors.
     transformers_logging.disable_progress_bar()
-    predict_files(args.model, args.audio, top_k=args.top_k, as_json=args.json, fast=args.fast)
+    predict_files(
+        args.model, args.audio, top_k=args.top_k, as_json=args.json, fast=args.fast, recursive=args.recursive
+    )
+
+
+def _add_predict_parser(sub) -> None:
+    """``predict``: audio files, or directories of them, classified with a saved model."""
+    p = sub.add_parser("predict", help="classify audio files with a saved model")
+    p.add_argument("model", help="model directory or Hub id")
+    p.add_argument(
+        "audio",
+        nargs="+",
+        help="audio files (wav, flac, mp3, ogg, ...; any rate and channel count) or directories of them",
+    )
+    p.add_argument("--recursive", action="store_true", help="also classify the files in subdirectories")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="print one JSON object per file")
+    p.add_argument(
+        "--fast", action="store_true", help="use the fast CPU path (int8 linear layers, bf16 attention)"
+    )
+    p.set_defaults(func=_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,15 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm-std", type=float, default=None, help="fbank std (default: the recipe's)")
     p.set_defaults(func=_convert_checkpoint)
 
-    p = sub.add_parser("predict", help="classify audio files with a saved model")
-    p.add_argument("model", help="model directory or Hub id")
-    p.add_argument("audio", nargs="+", help="audio files (wav, flac, mp3, ogg; any rate and channel count)")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--json", action="store_true", help="print one JSON object per file")
-    p.add_argument(
-        "--fast", action="store_true", help="use the fast CPU path (int8 linear layers, bf16 attention)"
-    )
-    p.set_defaults(func=_predict)
+    _add_predict_parser(sub)
     return parser
 
 
@@ -185,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        # Bad input is reported in one line, not as a traceback.
-        print(f"vocalsound-hf {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:
+        # Bad input is reported in one line, not as a traceback; some library messages span several lines.
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"vocalsound-hf {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

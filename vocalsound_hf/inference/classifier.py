@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import ASTFeatureExtractor, ASTForAudioClassification
+from safetensors import SafetensorError
+from transformers import ASTFeatureExtractor, ASTForAudioClassification, AutoConfig
 
 from ..audio import MAX_DURATION_S, AudioInputError, check_finite, load_audio
 from ..features import batch_fbank, frame_span
+from ..models.checkpoints import first_line, hub_failure, missing_location
+from ..models.presets import AST_MODEL_TYPE
 from .fast import fast_layers
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,18 @@ logger = logging.getLogger(__name__)
 SILENCE_DBFS = -60.0
 # Windows per forward pass; bounds memory on long recordings.
 WINDOW_BATCH_SIZE = 8
+# What a saved model directory holds (``save_model_dir``, a Trainer with its feature extractor, the Hub's).
+MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+# What transformers raises for the files of a directory it cannot use (a corrupt weight file raises
+# safetensors' own error, a malformed preprocessor config a TypeError, weights of another shape RuntimeError).
+_LOAD_ERRORS = (OSError, ValueError, TypeError, RuntimeError, SafetensorError)
+
+
+class ModelLoadError(OSError):
+    """A model directory or Hub id that cannot be loaded; the message names it and says why, in one line."""
+
+    def __init__(self, name_or_path: str | Path, reason: str):
+        super().__init__(f"cannot load the model {str(name_or_path)!r}: {reason}")
 
 
 def rms_dbfs(waveform: torch.Tensor) -> torch.Tensor:
@@ -95,6 +110,42 @@ def _non_finite_scores(name: str, waveform: torch.Tensor) -> str:
     return f"{name}: the model gave scores that are not finite numbers (are its weights broken?)"
 
 
+def _load_model_dir(name: str) -> tuple[ASTForAudioClassification, ASTFeatureExtractor]:
+    """The model and feature extractor of a local directory or Hub id, or ``ModelLoadError`` saying why not."""
+    local = Path(name)
+    problem = missing_location(name)
+    if problem is not None:
+        raise ModelLoadError(name, problem)
+    if local.is_file():
+        hint = (
+            " (vocalsound-hf convert-checkpoint converts an original AST .pth)"
+            if local.suffix == ".pth"
+            else ""
+        )
+        raise ModelLoadError(name, f"it is a file, expected a model directory or Hub id{hint}")
+    if local.is_dir():
+        missing = [
+            file
+            for file in MODEL_FILES
+            if not (local / file).is_file()
+            and not (file == "model.safetensors" and (local / f"{file}.index.json").is_file())
+        ]
+        if missing:
+            raise ModelLoadError(name, f"the directory is not a saved model: it has no {', '.join(missing)}")
+    try:
+        config = AutoConfig.from_pretrained(name)
+        if config.model_type != AST_MODEL_TYPE:
+            raise ModelLoadError(name, f"it holds a {config.model_type!r} model, expected {AST_MODEL_TYPE!r}")
+        model = ASTForAudioClassification.from_pretrained(name, config=config, use_safetensors=True)
+        feature_extractor = ASTFeatureExtractor.from_pretrained(name)
+    except ModelLoadError:
+        raise
+    except _LOAD_ERRORS as err:
+        reason = hub_failure(err) if not local.exists() else first_line(err)
+        raise ModelLoadError(name, reason) from err
+    return model, feature_extractor
+
+
 class AudioClassifier:
     """An AST audio classifier with its feature settings, for clips and long recordings.
 
@@ -127,6 +178,10 @@ class AudioClassifier:
     ) -> AudioClassifier:
         """Load a model directory or Hub id (safetensors weights only).
 
+        Raises ``ModelLoadError`` (an ``OSError``) naming the model when there is no such directory (and, for
+        a name that may be a Hub id, the Hub cannot give it), when the directory is not a saved AST model, or
+        when its files cannot be loaded.
+
         ``fast`` gives the fast CPU path (int8 linear layers, bf16 attention; see ``fast.fast_layers``); it
         needs ``device`` to be the CPU. ``device`` defaults to CUDA when available, otherwise the CPU.
         """
@@ -136,11 +191,14 @@ class AudioClassifier:
         if fast and device.type != "cpu":
             raise ValueError(f"the fast path (int8 and bf16 CPU kernels) runs on the CPU, not {device}")
         started = time.perf_counter()
-        model = ASTForAudioClassification.from_pretrained(str(name_or_path), use_safetensors=True).to(device)
-        feature_extractor = ASTFeatureExtractor.from_pretrained(str(name_or_path))
+        model, feature_extractor = _load_model_dir(str(name_or_path))
+        model = model.to(device)
         if fast:
             model = fast_layers(model.eval())
-        classifier = cls(model, feature_extractor, fast=fast)
+        try:
+            classifier = cls(model, feature_extractor, fast=fast)
+        except ValueError as err:
+            raise ModelLoadError(name_or_path, str(err)) from err
         logger.info(
             "loaded %s: %d labels, %d-frame window, %s on %s in %.1f s",
             name_or_path,

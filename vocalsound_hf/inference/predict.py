@@ -9,6 +9,47 @@ from pathlib import Path
 from ..audio import AudioInputError
 from .classifier import AudioClassifier, Prediction
 
+# Files of a directory that ``predict`` classifies: the containers and codecs the decoder reads.
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".webm", ".aiff", ".aif", ".wma"}
+)
+
+
+def audio_files(paths: Sequence[str | Path], recursive: bool = False) -> list[str | Path]:
+    """``paths`` with each directory replaced by the audio files in it (``AUDIO_SUFFIXES``), sorted.
+
+    ``recursive`` also takes the files of its subdirectories. Hidden files and folders (such as macOS's
+    ``._name.wav`` metadata) are skipped. Files are kept as given, checked when they are classified. Raises
+    ``ValueError`` for a directory without audio files, before any model is loaded.
+    """
+    found = []
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
+            found.append(given)
+            continue
+        candidates = path.rglob("*") if recursive else path.iterdir()
+        inside = sorted(
+            file
+            for file in candidates
+            if file.suffix.lower() in AUDIO_SUFFIXES
+            and file.is_file()
+            and not any(part.startswith(".") for part in file.relative_to(path).parts)
+        )
+        if not inside:
+            if recursive:
+                where = "in it or its subdirectories"
+            elif any(entry.is_dir() for entry in path.iterdir()):
+                where = "at its top level (--recursive also searches its subdirectories)"
+            else:
+                where = "in it"
+            raise ValueError(
+                f"{path} is a directory with no audio files {where}; audio files end in "
+                + ", ".join(sorted(AUDIO_SUFFIXES))
+            )
+        found += inside
+    return found
+
 
 def predict_files(
     model: str | Path,
@@ -16,16 +57,19 @@ def predict_files(
     top_k: int = 3,
     as_json: bool = False,
     fast: bool = False,
+    recursive: bool = False,
 ) -> list[Prediction]:
     """Classify files and print the results (the ``vocalsound-hf predict`` command).
 
-    Prints one line per file (``path<TAB>label score ...``, followed by one indented line per window for
-    long recordings), or with ``as_json`` one strict JSON object per line. A file that cannot be classified
-    (unreadable, silent, a NaN or infinite sample, ...) does not stop the others; the errors are raised
-    together at the end as one ``ValueError``, whose message names each file.
+    A directory stands for the audio files in it, sorted (``audio_files``; with ``recursive``, those of its
+    subdirectories too). Prints one line per file (``path<TAB>label score ...``, followed by one indented
+    line per window for long recordings), or with ``as_json`` one strict JSON object per line. A file that
+    cannot be classified (unreadable, silent, a NaN or infinite sample, ...) does not stop the others; the
+    errors are raised together at the end as one ``ValueError``, whose message names each file.
     """
     if top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {top_k}")
+    audio_paths = audio_files(audio_paths, recursive=recursive)
     classifier = AudioClassifier.from_pretrained(model, fast=fast)
     predictions, errors = [], []
     for path in audio_paths:

@@ -1,16 +1,22 @@
 """Reading pretrained weights: safe state-dict loading, timm (DeiT/ViT) key mapping and DeiT encoders.
 
-Pickles are only ever loaded with ``weights_only=True``.
+Pickles are only ever loaded with ``weights_only=True``, so a file's code is never run; the errors say so in
+their own words instead of passing on torch's advice to load the file unsafely.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import pickle
+import re
+import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors.torch import load_file
 from transformers import AutoConfig, DeiTModel, PreTrainedModel
 
@@ -18,32 +24,129 @@ from .config import ARCHITECTURE_FIELDS
 
 # Keys every timm distilled DeiT state dict has.
 _DEIT_KEYS = ("cls_token", "dist_token", "pos_embed", "patch_embed.proj.weight")
+# Parameters of every timm transformer block (``blocks.N.*``).
+BLOCK_PARAMS = tuple(
+    f"{module}.{kind}"
+    for module in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+    for kind in ("weight", "bias")
+)
+# Names with these endings are files: they are never Hub ids, so a missing one is not looked up there.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+# The class or function torch's safe unpickler refused, as its message names it.
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_SAFE_FORMATS = "only state dicts of tensors (.pth, .pt, .bin) and .safetensors files are loaded"
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a ``.safetensors`` file or a PyTorch pickle loaded with ``weights_only=True``.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it is not a
-    mapping of tensors (or cannot be loaded safely).
+    mapping of tensors (or cannot be loaded safely: pickled objects other than tensors are refused unrun).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, expected a checkpoint file (.pth, .bin or .safetensors)")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
-        if path.suffix == ".safetensors":
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle (not torch.save) makes torch warn about its protocol before refusing it; the
+            # error below says what the file is, and stderr stays one line.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            if path.suffix == ".safetensors":
+                state = load_file(path)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # ``from None``: torch's message, which a traceback would show, advises loading the file unsafely.
+        raise ValueError(_refused_pickle(path, err)) from None
     except Exception as err:  # garbage makes the unpickler fail in many ways (IndexError, KeyError, ...)
-        raise ValueError(f"{path} is not a checkpoint that loads safely (weights_only=True): {err}") from err
+        raise ValueError(
+            f"{path} is not a checkpoint that loads safely: it is damaged or not a PyTorch or safetensors "
+            f"file ({first_line(err)})"
+        ) from err
     if not isinstance(state, Mapping) or not state:
         raise ValueError(
             f"{path} holds a {type(state).__name__}, expected a state dict (a mapping of tensors)"
         )
     state = _unwrap(state)
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise ValueError(f"{path} is not a state dict: expected a mapping of names to tensors")
+    for key, value in state.items():
+        if not (isinstance(key, str) and isinstance(value, torch.Tensor)):
+            raise ValueError(
+                f"{path} is not a state dict: expected a mapping of names to tensors, but {key!r} holds a "
+                f"{type(value).__name__}"
+            )
     return dict(state)
+
+
+def _refused_pickle(path: Path, err: pickle.UnpicklingError) -> str:
+    """Why the safe unpickler refused ``path``, without torch's advice to load it unsafely."""
+    refused = _REFUSED_GLOBAL.search(str(err))
+    if refused:
+        return (
+            f"{path} is not a checkpoint that loads safely: it holds objects other than tensors "
+            f"({refused[1]}, from a pickled model or code), which are not loaded, so no code in it ran; "
+            f"{_SAFE_FORMATS}"
+        )
+    return (
+        f"{path} is not a checkpoint that loads safely: it is a pickle that torch.save of a state dict "
+        f"does not write (a plain pickle, or damaged); {_SAFE_FORMATS}"
+    )
+
+
+def first_line(err: BaseException) -> str:
+    """``Type: first line of the message``, never torch's advice to load a file unsafely."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines or "weights_only" in lines[0]:
+        return type(err).__name__
+    return f"{type(err).__name__}: {lines[0]}"
+
+
+def missing_location(name_or_path: str | os.PathLike) -> str | None:
+    """What is wrong with a model location that is neither an existing path nor a possible Hub id.
+
+    ``"no such file"`` for a missing checkpoint file name, ``"no such directory"`` for a missing path that no
+    Hub id can be; ``None`` when the name exists locally or may name a Hub repository.
+    """
+    text = str(name_or_path)
+    if Path(text).exists():
+        return None
+    if text.lower().endswith(CHECKPOINT_SUFFIXES):
+        return "no such file"
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return "no such directory"
+    return None
+
+
+def hub_failure(err: BaseException) -> str:
+    """Why a name that is no local directory could not be loaded as a Hub id, in one line."""
+    reason = (
+        "the Hub is switched off (HF_HUB_OFFLINE) and the local cache does not hold it"
+        if hub_constants.HF_HUB_OFFLINE
+        else "the Hub is unreachable or the id is wrong"
+    )
+    return f"no such directory, and as a Hub id it could not be loaded: {reason} ({first_line(err)})"
+
+
+def missing_block_keys(keys: Iterable[str], prefix: str = "") -> list[str]:
+    """The ``{prefix}blocks.N.*`` parameters a timm state dict with these keys lacks (blocks 0..N-1 each whole).
+
+    A state dict without any block lacks ``{prefix}blocks.0.*``: a transformer has at least one.
+    """
+    start = f"{prefix}blocks."
+    indices = {key[len(start) :].partition(".")[0] for key in keys if key.startswith(start)}
+    numbers = sorted(int(index) for index in indices if index.isdigit())
+    if not numbers:
+        return [f"{start}0.* (no transformer blocks)"]
+    keys = set(keys)
+    return [
+        f"{start}{i}.{param}"
+        for i in range(numbers[-1] + 1)
+        for param in BLOCK_PARAMS
+        if f"{start}{i}.{param}" not in keys
+    ]
 
 
 def _unwrap(state: Mapping) -> Mapping:
@@ -86,10 +189,15 @@ def timm_to_ast(
             out[renames[key]] = value
         elif key.split(".")[0] in ("head", "head_dist"):
             continue
-        elif key.startswith("blocks."):
+        elif key.startswith("blocks.") and key.count(".") >= 3:
             _, index, rest = key.split(".", 2)
             module, _, kind = rest.rpartition(".")
             if module == "attn.qkv":
+                if value.ndim == 0 or value.shape[0] % 3:
+                    raise ValueError(
+                        f"{source}: {key} has shape {list(value.shape)}, whose rows do not split into "
+                        "query, key and value"
+                    )
                 for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
                     out[f"layers.{index}.attention.{name}.{kind}"] = part.clone()
             elif module in block_renames:
@@ -109,12 +217,21 @@ def deit_state(source: Any, name: str) -> tuple[dict[str, torch.Tensor], dict[st
     ``source`` is a timm state dict or file, or an HF DeiT model, directory or Hub id; ``name`` names it in
     errors.
     """
-    if isinstance(source, str | os.PathLike) and Path(source).is_file():
-        source = read_state_dict(source)
+    if isinstance(source, str | os.PathLike):
+        problem = missing_location(source)
+        if problem is not None:
+            raise FileNotFoundError(f"imagenet_pretrain {name}: {problem}")
+        if Path(source).is_file():
+            source = read_state_dict(source)
     if isinstance(source, Mapping):
         return _timm_deit_state(_unwrap(source), name)
     if not isinstance(source, PreTrainedModel):
-        config = AutoConfig.from_pretrained(source)
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except OSError as err:
+            if Path(source).exists():
+                raise
+            raise OSError(f"imagenet_pretrain {name}: {hub_failure(err)}") from err
         if config.model_type != "deit":
             raise ValueError(
                 f"imagenet_pretrain {name} is a {config.model_type!r} model, expected a 'deit' model"
@@ -140,6 +257,16 @@ def _timm_deit_state(
     for key in _DEIT_KEYS:
         if key not in source:
             raise ValueError(f"{name} is not a timm distilled DeiT state dict: it has no {key!r}")
+    missing = missing_block_keys(source)
+    if missing:
+        raise ValueError(f"{name} is not a timm distilled DeiT state dict: it has no {listed(missing)}")
+    ranks = {"cls_token": 3, "dist_token": 3, "pos_embed": 3, "patch_embed.proj.weight": 4}
+    for key, rank in (ranks | {"blocks.0.mlp.fc1.weight": 2}).items():
+        if source[key].ndim != rank:
+            raise ValueError(
+                f"{name} is not a timm distilled DeiT state dict: {key} has shape "
+                f"{list(source[key].shape)}, expected {rank} dimensions"
+            )
     state = timm_to_ast(source, name)
     layers = {key.split(".")[1] for key in state if key.startswith("layers.")}
     found = {
@@ -149,3 +276,9 @@ def _timm_deit_state(
         "patch_size": state["embeddings.patch_embeddings.projection.weight"].shape[-1],
     }
     return state, found
+
+
+def listed(names: list[str], limit: int = 5) -> str:
+    """The first ``limit`` names, comma-separated, and how many more there are."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

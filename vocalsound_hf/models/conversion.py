@@ -29,8 +29,13 @@ SPEECH_COMMANDS_NUM_LABELS = 35
 def read_label_csv(path: str | os.PathLike) -> list[str]:
     """Class names from an ``index,mid,display_name`` CSV (the original AST's label files), in index order."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    if not path.is_file():
+        raise FileNotFoundError(f"no label CSV file at {path}")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path} is not a label CSV (UTF-8 text): {err}") from err
     if not rows or not {"index", "display_name"} <= set(rows[0]):
         raise ValueError(f"{path} is not a label CSV: expected the columns index,mid,display_name")
     names = {}

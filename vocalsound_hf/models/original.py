@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import ASTForAudioClassification
 
-from .checkpoints import read_state_dict, timm_to_ast
+from .checkpoints import listed, missing_block_keys, read_state_dict, timm_to_ast
 from .config import ast_config
 from .presets import AUDIOSET_NUM_LABELS, PATCH_SIZE, patch_grid
 
@@ -33,14 +33,25 @@ KNOWN_GEOMETRIES: dict[int, tuple[int, int]] = {
 }
 # Every DeiT the original builds on has 64-dimensional attention heads; a checkpoint cannot tell the count.
 _HEAD_DIM = 64
-_REQUIRED_KEYS = (
-    "v.pos_embed",
-    "v.cls_token",
-    "v.dist_token",
-    "v.patch_embed.proj.weight",
-    "mlp_head.1.weight",
+# Tensors outside the blocks, with the layout whose sizes give the model's shape.
+_LAYOUTS = {
+    "v.pos_embed": "[1, patches + 2, width]",
+    "v.cls_token": "[1, 1, width]",
+    "v.dist_token": "[1, 1, width]",
+    "v.patch_embed.proj.weight": f"[width, 1, {PATCH_SIZE}, {PATCH_SIZE}]",
+    "mlp_head.1.weight": "[labels, width]",
+}
+# The other tensors outside the blocks.
+_OTHER_KEYS = (
+    "v.patch_embed.proj.bias",
+    "v.norm.weight",
+    "v.norm.bias",
+    "mlp_head.0.weight",
+    "mlp_head.0.bias",
+    "mlp_head.1.bias",
 )
 _HEAD_RENAMES = {"mlp_head.0.": "classifier.layernorm.", "mlp_head.1.": "classifier.dense."}
+_NOT_ORIGINAL = "is not an original AST checkpoint"
 
 
 def load_original_model(
@@ -56,18 +67,17 @@ def load_original_model(
     The width, depth and label count come from the tensors; the strides and ``input_tdim`` from
     ``KNOWN_GEOMETRIES`` unless given. The outputs are named after the VocalSound classes for a 6-way head,
     with transformers' placeholders otherwise. AudioSet (527-way) models get
-    ``problem_type="multi_label_classification"`` (sigmoid in ``pipeline``), the others single-label.
+    ``problem_type="multi_label_classification"`` (sigmoid in ``pipeline``), the others single-label. Raises
+    ``ValueError`` naming the file and what it lacks or has of the wrong shape, before any model is built.
     """
     path = Path(checkpoint)
     state = read_state_dict(path)
     if all(key.startswith("module.") for key in state):
         state = {key.removeprefix("module."): value for key, value in state.items()}
+    _check_layout(state, path)
     converted = _to_ast_keys(state, path)
 
-    conv = state["v.patch_embed.proj.weight"]
-    if tuple(conv.shape[1:]) != (1, PATCH_SIZE, PATCH_SIZE):
-        raise ValueError(f"{path}: patch conv of shape {tuple(conv.shape)}, expected [D, 1, 16, 16]")
-    hidden_size = conv.shape[0]
+    hidden_size = state["v.patch_embed.proj.weight"].shape[0]
     num_patches = state["v.pos_embed"].shape[1] - 2
     num_labels = state["mlp_head.1.weight"].shape[0]
     fstride, tstride, input_tdim = _geometry(path, num_patches, fstride, tstride, input_tdim)
@@ -95,10 +105,7 @@ def load_original_model(
     )
     with torch.device("meta"):
         model = ASTForAudioClassification(config)
-    try:
-        model.load_state_dict(converted, strict=True, assign=True)
-    except RuntimeError as err:
-        raise ValueError(f"{path} does not fit an AST of its own inferred shape: {err}") from err
+    _load_exactly(model, converted, path)
     logger.info(
         "read original AST checkpoint %s: %d labels, %dx%d grid at stride %d/%d, %d frames",
         path,
@@ -112,11 +119,37 @@ def load_original_model(
     return model.eval()
 
 
+def _check_layout(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse a state dict that lacks a tensor of the original's, or whose shape-giving tensors are malformed.
+
+    Everything the model's shape is read from is checked here, so that an AST-like file of another layout
+    gets a message naming what it lacks instead of failing on a missing key or dimension further on.
+    """
+    missing = [key for key in _LAYOUTS if key not in state]
+    missing += missing_block_keys(state, prefix="v.")
+    missing += [key for key in _OTHER_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path} {_NOT_ORIGINAL}: it has no {listed(missing)}")
+    fc1 = "v.blocks.0.mlp.fc1.weight"
+    for key, layout in (_LAYOUTS | {fc1: "[intermediate, width]"}).items():
+        shape = list(state[key].shape)
+        if len(shape) != layout.count(",") + 1:
+            raise ValueError(f"{path} {_NOT_ORIGINAL}: {key} has shape {shape}, expected {layout}")
+    conv = state["v.patch_embed.proj.weight"]
+    if tuple(conv.shape[1:]) != (1, PATCH_SIZE, PATCH_SIZE):
+        raise ValueError(
+            f"{path} {_NOT_ORIGINAL}: v.patch_embed.proj.weight has shape {list(conv.shape)}, expected "
+            f"{_LAYOUTS['v.patch_embed.proj.weight']}"
+        )
+    if state["v.pos_embed"].shape[1] < 3:
+        raise ValueError(
+            f"{path} {_NOT_ORIGINAL}: v.pos_embed has shape {list(state['v.pos_embed'].shape)}, expected "
+            f"{_LAYOUTS['v.pos_embed']} with at least one patch"
+        )
+
+
 def _to_ast_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """The original's ``v.*`` / ``mlp_head.*`` tensors under ``ASTForAudioClassification`` names."""
-    missing = [key for key in _REQUIRED_KEYS if key not in state]
-    if missing:
-        raise ValueError(f"{path} is not an original AST checkpoint: it has no {', '.join(missing)}")
     converted, unknown = {}, []
     for key, value in state.items():
         prefix = key[: len("mlp_head.0.")]
@@ -125,12 +158,25 @@ def _to_ast_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.
         elif not key.startswith("v."):
             unknown.append(key)
     if unknown:
-        raise ValueError(
-            f"{path} is not an original AST checkpoint: unexpected keys {', '.join(unknown[:5])}"
-        )
+        raise ValueError(f"{path} {_NOT_ORIGINAL}: unexpected keys {', '.join(unknown[:5])}")
     backbone = timm_to_ast({k[2:]: v for k, v in state.items() if k.startswith("v.")}, str(path))
     converted.update({f"audio_spectrogram_transformer.{k}": v for k, v in backbone.items()})
     return converted
+
+
+def _load_exactly(model: ASTForAudioClassification, converted: dict[str, torch.Tensor], path: Path) -> None:
+    """Load every tensor into the (meta) model, refusing in one line any that is missing or misshapen."""
+    expected = model.state_dict()
+    misfits = [
+        f"{key} is {list(value.shape)}, expected {list(expected[key].shape)}"
+        for key, value in converted.items()
+        if key in expected and value.shape != expected[key].shape
+    ]
+    misfits += [f"no {key}" for key in expected if key not in converted]
+    misfits += [f"unexpected {key}" for key in converted if key not in expected]
+    if misfits:
+        raise ValueError(f"{path} does not fit an AST of its own inferred shape: {listed(misfits, 3)}")
+    model.load_state_dict(converted, strict=True, assign=True)
 
 
 def _geometry(
