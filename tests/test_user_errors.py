@@ -497,3 +497,13 @@ def test_hub_failure_online_says_unreachable_or_wrong_id(monkeypatch):
         "no such directory, and as a Hub id it could not be loaded: the Hub is unreachable or the id is wrong "
         "(OSError: x is not a valid model identifier)"
     )
+
+
+def test_build_ast_names_a_missing_audioset_checkpoint_without_the_hubs_wording(tmp_path):
+    from vocalsound_hf.models.build import build_ast
+
+    with pytest.raises(FileNotFoundError, match=r"audioset_pretrain .*missing.pth: no such file$"):
+        build_ast(audioset_pretrain=str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match=r"audioset_pretrain .*nowhere: no such directory") as caught:
+        build_ast(audioset_pretrain=str(tmp_path / "no" / "nowhere"))
+    assert "Repo id must be" not in str(caught.value)

@@ -24,7 +24,7 @@ from transformers import ASTConfig, ASTForAudioClassification, AutoConfig
 
 from ..features import make_feature_extractor
 from ..release import AUDIOSET_INDICES, CLASS_NAMES, PAPER_NORM_MEAN, PAPER_NORM_STD
-from .checkpoints import deit_state
+from .checkpoints import deit_state, hub_failure, missing_location
 from .config import ARCHITECTURE_FIELDS, ast_config, config_grid
 from .model_dir import save_model_dir
 from .original import load_original_model
@@ -230,7 +230,15 @@ def _audioset_source(source: Any) -> ASTForAudioClassification:
         return source
     if isinstance(source, str | os.PathLike) and Path(source).is_file():
         return load_original_model(source)
-    config = AutoConfig.from_pretrained(source)
+    problem = missing_location(source)
+    if problem is not None:
+        raise FileNotFoundError(f"audioset_pretrain {source}: {problem}")
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as err:
+        if Path(str(source)).exists():
+            raise
+        raise FileNotFoundError(f"audioset_pretrain {source}: {hub_failure(err)}") from None
     if config.model_type != AST_MODEL_TYPE:
         raise ValueError(
             f"audioset_pretrain {source} is a {config.model_type!r} model, expected {AST_MODEL_TYPE!r}"
