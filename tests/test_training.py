@@ -438,7 +438,8 @@ def test_quickstart_recipe_learns_the_synthetic_release(tmp_path):
     print(
         f"quickstart recipe on {results['test_samples']} test clips: {results['test_accuracy']:.3f} in {elapsed:.0f} s"
     )
-    assert results["test_accuracy"] >= 0.65  # measured: 0.92 here, 0.75 through --data_dir
+    # Measured over seeds 0, 1, 2: 0.945, 0.917, 0.896 (BENCHMARKS.md); the bar sits 5 points below the lowest.
+    assert results["test_accuracy"] >= 0.84
     assert results["world_size"] == 1
 
     saved = json.loads((out / "results.json").read_text())
