@@ -15,6 +15,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -101,3 +102,49 @@ def converted_audioset_dir(tmp_path_factory, stride: int) -> Path:
             synthetic_audioset_checkpoint(tmp_path_factory, stride), out, AUDIOSET_CSV
         )
     return out
+
+
+def original_state_dict(hidden=64, layers=2, num_patches=144, num_labels=35, seed=0) -> dict:
+    """A small random state dict in the original's released format (``module.v.*`` timm keys, mlp_head)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return 0.1 * torch.randn(*shape, generator=g)
+
+    d = hidden
+    sd = {
+        "v.cls_token": rand(1, 1, d),
+        "v.dist_token": rand(1, 1, d),
+        "v.pos_embed": rand(1, num_patches + 2, d),
+        "v.patch_embed.proj.weight": rand(d, 1, 16, 16),
+        "v.patch_embed.proj.bias": rand(d),
+    }
+    for i in range(layers):
+        b = f"v.blocks.{i}."
+        sd |= {
+            b + "norm1.weight": 1 + rand(d),
+            b + "norm1.bias": rand(d),
+            b + "attn.qkv.weight": rand(3 * d, d),
+            b + "attn.qkv.bias": rand(3 * d),
+            b + "attn.proj.weight": rand(d, d),
+            b + "attn.proj.bias": rand(d),
+            b + "norm2.weight": 1 + rand(d),
+            b + "norm2.bias": rand(d),
+            b + "mlp.fc1.weight": rand(4 * d, d),
+            b + "mlp.fc1.bias": rand(4 * d),
+            b + "mlp.fc2.weight": rand(d, 4 * d),
+            b + "mlp.fc2.bias": rand(d),
+        }
+    sd |= {
+        "v.norm.weight": 1 + rand(d),
+        "v.norm.bias": rand(d),
+        "v.head.weight": rand(1000, d),
+        "v.head.bias": rand(1000),
+        "v.head_dist.weight": rand(1000, d),
+        "v.head_dist.bias": rand(1000),
+        "mlp_head.0.weight": 1 + rand(d),
+        "mlp_head.0.bias": rand(d),
+        "mlp_head.1.weight": rand(num_labels, d),
+        "mlp_head.1.bias": rand(num_labels),
+    }
+    return {"module." + k: v for k, v in sd.items()}

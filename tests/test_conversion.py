@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import AUDIOSET_CSV, REFERENCE_AST, converted_audioset_dir
+from conftest import AUDIOSET_CSV, REFERENCE_AST, converted_audioset_dir, original_state_dict
 from transformers import AutoModelForAudioClassification
 
 from vocalsound_hf.cli import main
@@ -24,54 +24,6 @@ from vocalsound_hf.release import CLASS_NAMES
 
 LOGIT_ATOL = 1e-4  # README section 8, for the saved config (one LayerNorm eps, 1e-6)
 MATCHED_ATOL = 1e-5  # README section 8, with the head LayerNorm at the original's 1e-5
-
-
-def original_state_dict(
-    hidden=64, layers=2, num_patches=144, num_labels=35, seed=0
-) -> dict[str, torch.Tensor]:
-    """A small random state dict in the original's released format (``module.v.*`` timm keys, mlp_head)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape):
-        return 0.1 * torch.randn(*shape, generator=g)
-
-    d = hidden
-    sd = {
-        "v.cls_token": rand(1, 1, d),
-        "v.dist_token": rand(1, 1, d),
-        "v.pos_embed": rand(1, num_patches + 2, d),
-        "v.patch_embed.proj.weight": rand(d, 1, 16, 16),
-        "v.patch_embed.proj.bias": rand(d),
-    }
-    for i in range(layers):
-        b = f"v.blocks.{i}."
-        sd |= {
-            b + "norm1.weight": 1 + rand(d),
-            b + "norm1.bias": rand(d),
-            b + "attn.qkv.weight": rand(3 * d, d),
-            b + "attn.qkv.bias": rand(3 * d),
-            b + "attn.proj.weight": rand(d, d),
-            b + "attn.proj.bias": rand(d),
-            b + "norm2.weight": 1 + rand(d),
-            b + "norm2.bias": rand(d),
-            b + "mlp.fc1.weight": rand(4 * d, d),
-            b + "mlp.fc1.bias": rand(4 * d),
-            b + "mlp.fc2.weight": rand(d, 4 * d),
-            b + "mlp.fc2.bias": rand(d),
-        }
-    sd |= {
-        "v.norm.weight": 1 + rand(d),
-        "v.norm.bias": rand(d),
-        "v.head.weight": rand(1000, d),
-        "v.head.bias": rand(1000),
-        "v.head_dist.weight": rand(1000, d),
-        "v.head_dist.bias": rand(1000),
-        "mlp_head.0.weight": 1 + rand(d),
-        "mlp_head.0.bias": rand(d),
-        "mlp_head.1.weight": rand(num_labels, d),
-        "mlp_head.1.bias": rand(num_labels),
-    }
-    return {"module." + k: v for k, v in sd.items()}
 
 
 def save_original(tmp_path: Path, name: str = "orig.pth", **kwargs) -> tuple[Path, dict]:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import original_state_dict
 
 from vocalsound_hf import cli
 from vocalsound_hf.inference.classifier import AudioClassifier, ModelLoadError
@@ -60,37 +61,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess, command: str) -> 
 
 def original_state(hidden=16, layers=2, num_patches=NUM_PATCHES, num_labels=3) -> dict[str, torch.Tensor]:
     """A small state dict in the original AST's key format (``module.v.*`` timm keys and ``mlp_head``)."""
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return 0.1 * torch.randn(*shape, generator=g)
-
-    d = hidden
-    sd = {
-        "v.cls_token": rand(1, 1, d),
-        "v.dist_token": rand(1, 1, d),
-        "v.pos_embed": rand(1, num_patches + 2, d),
-        "v.patch_embed.proj.weight": rand(d, 1, 16, 16),
-        "v.patch_embed.proj.bias": rand(d),
-        "v.norm.weight": 1 + rand(d),
-        "v.norm.bias": rand(d),
-        "mlp_head.0.weight": 1 + rand(d),
-        "mlp_head.0.bias": rand(d),
-        "mlp_head.1.weight": rand(num_labels, d),
-        "mlp_head.1.bias": rand(num_labels),
-    }
-    for i in range(layers):
-        b = f"v.blocks.{i}."
-        for norm in ("norm1", "norm2"):
-            sd |= {f"{b}{norm}.weight": 1 + rand(d), f"{b}{norm}.bias": rand(d)}
-        for name, (rows, cols) in {
-            "attn.qkv": (3 * d, d),
-            "attn.proj": (d, d),
-            "mlp.fc1": (4 * d, d),
-            "mlp.fc2": (d, 4 * d),
-        }.items():
-            sd |= {f"{b}{name}.weight": rand(rows, cols), f"{b}{name}.bias": rand(rows)}
-    return {"module." + k: v for k, v in sd.items()}
+    return original_state_dict(hidden=hidden, layers=layers, num_patches=num_patches, num_labels=num_labels)
 
 
 def save_state(path: Path, state: dict) -> Path:
