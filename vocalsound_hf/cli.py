@@ -106,6 +106,16 @@ def _predict(args: argparse.Namespace) -> None:
     )
 
 
+def _export_onnx(args: argparse.Namespace) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    from .inference.onnx_export import export_onnx
+
+    # The weight-loading progress bar says nothing here; the path printed at the end is the result.
+    transformers_logging.disable_progress_bar()
+    print(export_onnx(args.model_dir, args.out_dir, int8=args.int8))
+
+
 def _add_predict_parser(sub) -> None:
     """``predict``: audio files, or directories of them, classified with a saved model."""
     p = sub.add_parser("predict", help="classify audio files with a saved model")
@@ -122,6 +132,19 @@ def _add_predict_parser(sub) -> None:
         "--fast", action="store_true", help="use the fast CPU path (int8 linear layers, bf16 attention)"
     )
     p.set_defaults(func=_predict)
+
+
+def _add_export_onnx_parser(sub) -> None:
+    """``export-onnx``: a saved model as ONNX for onnxruntime and transformers.js (optimum's layout)."""
+    p = sub.add_parser(
+        "export-onnx", help="export a saved model to ONNX (onnx/model.onnx and its configs) for onnxruntime"
+    )
+    p.add_argument("model_dir", help="a saved AST model directory")
+    p.add_argument("out_dir", help="output folder (must not exist or be empty)")
+    p.add_argument(
+        "--int8", action="store_true", help="also write onnx/model_quantized.onnx (dynamic int8 weights)"
+    )
+    p.set_defaults(func=_export_onnx)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert_checkpoint)
 
     _add_predict_parser(sub)
+    _add_export_onnx_parser(sub)
     return parser
 
 
