@@ -38,6 +38,7 @@ from vocalsound_hf.data.stats import compute_norm_stats, read_norm_stats
 from vocalsound_hf.features import make_feature_extractor
 from vocalsound_hf.metrics import load_metric
 from vocalsound_hf.models.build import build_ast
+from vocalsound_hf.models.checkpoints import missing_location
 from vocalsound_hf.models.presets import HEADS, INITS, MODEL_SIZES
 from vocalsound_hf.release import SPLIT_SOURCES
 from vocalsound_hf.training.averaging import evaluate_weight_average
@@ -178,9 +179,9 @@ def check_paths(model_args, data_args) -> None:
         "init_checkpoint": (model_args.init_checkpoint, "a Hub model id, a folder or a weights file"),
     }
     for name, (value, what) in expected.items():
-        # A Hub id is "name" or "owner/name"; anything else, and any --data_dir, is a path.
-        is_path = value and (name == "data_dir" or value.startswith((".", "/", "~")) or value.count("/") > 1)
-        if is_path and not Path(value).exists():
+        # Any --data_dir is a path; the others are paths unless they may be Hub ids (missing_location).
+        missing = value and not Path(value).exists() and (name == "data_dir" or missing_location(value))
+        if missing:
             raise FileNotFoundError(f"--{name} {value}: no such file or folder (expected {what})")
 
 
