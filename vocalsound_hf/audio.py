@@ -30,6 +30,10 @@ TRUNCATED_RATIO = 0.9
 WAV_TOLERANCE_S = 0.002
 
 
+_UNREADABLE = "{name}: not a readable audio file (wav, flac, mp3, ogg, ...)"
+_UNDECODABLE = "{name}: no audio could be decoded (the file is truncated, corrupt or empty)"
+
+
 class AudioInputError(ValueError):
     """Audio that cannot be classified; the message says why and is meant for the user."""
 
@@ -86,16 +90,14 @@ def load_audio(
         raise FileNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioInputError(f"{name}: the file is empty")
-    header_s, exact = _header_duration(path)
+    decoder, header_s, exact = _open_with_header(path, sampling_rate)
     # Refuse an hour-long file from its header, before decoding it.
     if header_s is not None and header_s > max_duration_s:
         raise AudioInputError(_too_long(name, header_s, max_duration_s))
     try:
-        waveform = decoded_waveform(open_decoder(str(path), sampling_rate))
+        waveform = decoded_waveform(decoder)
     except RuntimeError:
-        raise AudioInputError(
-            f"{name}: no audio could be decoded (the file is truncated, corrupt or empty)"
-        ) from None
+        raise AudioInputError(_UNDECODABLE.format(name=name)) from None
     duration_s = waveform.numel() / sampling_rate
     shortest_s = header_s - WAV_TOLERANCE_S if exact else TRUNCATED_RATIO * (header_s or 0.0)
     if header_s is not None and duration_s < shortest_s:
@@ -112,18 +114,26 @@ def load_audio(
     return waveform
 
 
-def _header_duration(path: Path) -> tuple[float | None, bool]:
-    """The duration a file's header states, and whether it is exact (a WAV's data size) or FFmpeg's estimate."""
+def _open_with_header(path: Path, sampling_rate: int) -> tuple[AudioDecoder, float | None, bool]:
+    """The file's decoder (``open_decoder``), the duration its header states, and whether that is exact (a
+    WAV's data size) or FFmpeg's estimate."""
     # FFmpeg estimates a WAV's duration from the file size and decodes whatever is there, so a WAV cut short
     # would pass unnoticed; WavDecoder reads the header's data size.
     try:
-        return WavDecoder(str(path)).metadata.duration_seconds_from_header, True
+        header_s, exact = WavDecoder(str(path)).metadata.duration_seconds_from_header, True
     except RuntimeError:
-        pass
+        header_s, exact = None, False
     try:
-        return AudioDecoder(str(path)).metadata.duration_seconds_from_header, False
-    except (RuntimeError, ValueError):
-        raise AudioInputError(f"{path.name}: not a readable audio file (wav, flac, mp3, ogg, ...)") from None
+        decoder = open_decoder(str(path), sampling_rate)
+    except RuntimeError:
+        if exact:  # a valid WAV header over data FFmpeg cannot read
+            raise AudioInputError(_UNDECODABLE.format(name=path.name)) from None
+        raise AudioInputError(_UNREADABLE.format(name=path.name)) from None
+    except ValueError:
+        raise AudioInputError(_UNREADABLE.format(name=path.name)) from None
+    if not exact:
+        header_s = decoder.metadata.duration_seconds_from_header
+    return decoder, header_s, exact
 
 
 def _too_long(name: str, duration_s: float, max_duration_s: float) -> str:
