@@ -12,7 +12,8 @@ import argparse
 import logging
 import sys
 
-from .models.presets import HEADS, MODEL_SIZES
+from .events import EVENT_FORMATS
+from .models.presets import AUDIOSET_AST, HEADS, MODEL_SIZES, MODEL_VARIABLE
 from .release import CONFIGS, PAPER_NORM_MEAN, PAPER_NORM_STD
 
 logger = logging.getLogger("vocalsound_hf")
@@ -97,12 +98,30 @@ def _convert_checkpoint(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from transformers.utils import logging as transformers_logging
 
-    from .inference.predict import predict_files
+    from .inference.predict import predict_files, split_model_argument
 
     # The weight-loading progress bar would interleave with the results and the one-line errors.
     transformers_logging.disable_progress_bar()
-    predict_files(
-        args.model, args.audio, top_k=args.top_k, as_json=args.json, fast=args.fast, recursive=args.recursive
+    model, audio = split_model_argument(args.inputs)
+    predict_files(model, audio, top_k=args.top_k, as_json=args.json, fast=args.fast, recursive=args.recursive)
+
+
+def _detect(args: argparse.Namespace) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    from .inference.detect_files import detect_files
+    from .inference.predict import default_model
+
+    transformers_logging.disable_progress_bar()
+    detect_files(
+        args.model or default_model(),
+        args.recordings,
+        output_format=args.format,
+        out=args.out,
+        thresholds_file=args.thresholds,
+        hop_s=args.hop,
+        fast=args.fast,
+        recursive=args.recursive,
     )
 
 
@@ -119,11 +138,12 @@ def _export_onnx(args: argparse.Namespace) -> None:
 def _add_predict_parser(sub) -> None:
     """``predict``: audio files, or directories of them, classified with a saved model."""
     p = sub.add_parser("predict", help="classify audio files with a saved model")
-    p.add_argument("model", help="model directory or Hub id")
     p.add_argument(
-        "audio",
+        "inputs",
         nargs="+",
-        help="audio files (wav, flac, mp3, ogg, ...; any rate and channel count) or directories of them",
+        metavar="[MODEL] AUDIO",
+        help=f"model directory or Hub id (default: ${MODEL_VARIABLE}, else the zero-shot {AUDIOSET_AST}), then "
+        "audio files (wav, flac, mp3, ogg, ...; any rate and channel count) or directories of them",
     )
     p.add_argument("--recursive", action="store_true", help="also classify the files in subdirectories")
     p.add_argument("--top-k", type=int, default=3)
@@ -132,6 +152,36 @@ def _add_predict_parser(sub) -> None:
         "--fast", action="store_true", help="use the fast CPU path (int8 linear layers, bf16 attention)"
     )
     p.set_defaults(func=_predict)
+
+
+def _add_detect_parser(sub) -> None:
+    """``detect``: the sound events of long recordings."""
+    p = sub.add_parser(
+        "detect",
+        help="find the vocal-sound events (class, onset, offset) of recordings, with counts per class",
+    )
+    p.add_argument("recordings", nargs="+", help="audio files or directories of them (any length)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"model directory or Hub id (default: ${MODEL_VARIABLE}, else {AUDIOSET_AST})",
+    )
+    p.add_argument(
+        "--format", choices=EVENT_FORMATS, default="csv", help="csv table, JSON lines or Audacity labels"
+    )
+    p.add_argument("--out", default=None, help="output file (audacity: a folder); default: stdout")
+    p.add_argument(
+        "--thresholds",
+        default=None,
+        metavar="JSON",
+        help="detection thresholds (default: the model's detection.json)",
+    )
+    p.add_argument(
+        "--hop", type=float, default=None, metavar="S", help="window hop in seconds (default: 1/8 window)"
+    )
+    p.add_argument("--recursive", action="store_true", help="also take the files in subdirectories")
+    p.add_argument("--fast", action="store_true", help="use the fast CPU path")
+    p.set_defaults(func=_detect)
 
 
 def _add_export_onnx_parser(sub) -> None:
@@ -216,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert_checkpoint)
 
     _add_predict_parser(sub)
+    _add_detect_parser(sub)
     _add_export_onnx_parser(sub)
     return parser
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,17 +18,15 @@ from transformers import ASTFeatureExtractor, ASTForAudioClassification, AutoCon
 
 from ..audio import MAX_DURATION_S, AudioInputError, check_finite, load_audio
 from ..features import batch_fbank, frame_span
+from ..models.build import is_audioset_head, zero_shot_vocalsound
 from ..models.checkpoints import first_line, hub_failure, missing_location
 from ..models.presets import AST_MODEL_TYPE
+from .detection import Detection, DetectionThresholds, detect_events
 from .fast import fast_layers
+from .windows import SILENCE_DBFS, WINDOW_BATCH_SIZE, Prediction, Window, rms_dbfs
 
 logger = logging.getLogger(__name__)
 
-# A window (or a whole recording) whose RMS level is below this is silence: the six classes have no
-# "background" class, so silence is reported as such instead of being forced into one of them.
-SILENCE_DBFS = -60.0
-# Windows per forward pass; bounds memory on long recordings.
-WINDOW_BATCH_SIZE = 8
 # What a saved model directory holds (``save_model_dir``, a Trainer with its feature extractor, the Hub's).
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 # What transformers raises for the files of a directory it cannot use (a corrupt weight file raises
@@ -42,59 +39,6 @@ class ModelLoadError(OSError):
 
     def __init__(self, name_or_path: str | Path, reason: str):
         super().__init__(f"cannot load the model {str(name_or_path)!r}: {reason}")
-
-
-def rms_dbfs(waveform: torch.Tensor) -> torch.Tensor:
-    """RMS level in dB relative to full scale over the last dimension (``-inf`` for digital silence)."""
-    return 10 * torch.log10(waveform.square().mean(dim=-1))
-
-
-@dataclass(frozen=True)
-class Window:
-    """One analysis window of a recording; ``probabilities`` is ``None`` for a silent window."""
-
-    start_s: float
-    end_s: float
-    probabilities: dict[str, float] | None
-
-    @property
-    def label(self) -> str | None:
-        """The top class, or ``None`` when the window is silent."""
-        return None if self.probabilities is None else max(self.probabilities, key=self.probabilities.get)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The classification of one recording: overall class probabilities and the windows behind them."""
-
-    probabilities: dict[str, float]
-    duration_s: float
-    windows: tuple[Window, ...]
-
-    @property
-    def label(self) -> str:
-        return max(self.probabilities, key=self.probabilities.get)
-
-    def top(self, k: int) -> list[tuple[str, float]]:
-        """The ``k`` most probable classes with their probabilities, best first."""
-        return sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)[:k]
-
-    def to_dict(self, top_k: int | None = None) -> dict:
-        """A JSON-ready dict: ``predictions`` in the transformers pipeline format, plus the windows."""
-        top = self.top(len(self.probabilities) if top_k is None else top_k)
-        return {
-            "duration_s": round(self.duration_s, 3),
-            "predictions": [{"score": score, "label": label} for label, score in top],
-            "windows": [
-                {
-                    "start_s": round(w.start_s, 3),
-                    "end_s": round(w.end_s, 3),
-                    "label": w.label,
-                    "score": None if w.probabilities is None else w.probabilities[w.label],
-                }
-                for w in self.windows
-            ],
-        }
 
 
 def _non_finite_scores(name: str, waveform: torch.Tensor) -> str:
@@ -171,6 +115,10 @@ class AudioClassifier:
         self._multi_label = config.problem_type == "multi_label_classification"
         # Samples that give exactly ``max_length`` fbank frames.
         self.window_samples = frame_span(self.max_length)
+        # Whether the head is the VocalSound rows of an AudioSet head, never trained on VocalSound.
+        self.zero_shot = False
+        # How ``detect`` turns windows into events; ``from_pretrained`` reads a model's own detection.json.
+        self.detection_thresholds = DetectionThresholds()
 
     @classmethod
     def from_pretrained(
@@ -192,17 +140,25 @@ class AudioClassifier:
             raise ValueError(f"the fast path (int8 and bf16 CPU kernels) runs on the CPU, not {device}")
         started = time.perf_counter()
         model, feature_extractor = _load_model_dir(str(name_or_path))
+        # An AudioSet AST (such as models.presets.AUDIOSET_AST) classifies the six classes zero-shot.
+        zero_shot = is_audioset_head(model.config)
+        if zero_shot:
+            model = zero_shot_vocalsound(model)
         model = model.to(device)
         if fast:
             model = fast_layers(model.eval())
         try:
             classifier = cls(model, feature_extractor, fast=fast)
+            classifier.zero_shot = zero_shot
+            if Path(name_or_path).is_dir():
+                classifier.detection_thresholds = DetectionThresholds.for_model(name_or_path)
         except ValueError as err:
             raise ModelLoadError(name_or_path, str(err)) from err
         logger.info(
-            "loaded %s: %d labels, %d-frame window, %s on %s in %.1f s",
+            "loaded %s: %d labels%s, %d-frame window, %s on %s in %.1f s",
             name_or_path,
             len(classifier.labels),
+            " (zero-shot: the VocalSound rows of its AudioSet head)" if zero_shot else "",
             classifier.max_length,
             "int8 fast path" if fast else "fp32",
             device,
@@ -341,3 +297,22 @@ class AudioClassifier:
             1000 * (time.perf_counter() - started),
         )
         return prediction
+
+    def detect(
+        self,
+        audio: str | Path | torch.Tensor,
+        *,
+        thresholds: DetectionThresholds | None = None,
+        hop_s: float | None = None,
+        name: str | None = None,
+        max_duration_s: float | None = None,
+    ) -> Detection:
+        """Sound events of a file or a mono waveform at the classifier's rate: class, onset, offset, confidence.
+
+        Files are decoded chunk by chunk, so an hour of audio takes no more memory than a minute (see
+        ``detection``). ``thresholds`` default to ``self.detection_thresholds`` (a model directory's
+        ``detection.json``, else the documented defaults); ``hop_s`` to an eighth of the window.
+        """
+        return detect_events(
+            self, audio, thresholds=thresholds, hop_s=hop_s, name=name, max_duration_s=max_duration_s
+        )

@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..audio import AudioInputError
-from .classifier import AudioClassifier, Prediction
+from ..models.presets import AUDIOSET_AST, MODEL_VARIABLE
+from .classifier import AudioClassifier
+from .windows import Prediction
 
 # Files of a directory that ``predict`` classifies: the containers and codecs the decoder reads.
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".webm", ".aiff", ".aif", ".wma"}
 )
+
+
+def default_model() -> str:
+    """``$VOCALSOUND_MODEL``, else the public AudioSet AST, which classifies the six classes zero-shot."""
+    return os.environ.get(MODEL_VARIABLE) or AUDIOSET_AST
+
+
+def split_model_argument(arguments: Sequence[str]) -> tuple[str, list[str]]:
+    """``(model, audio)`` of ``predict [MODEL] AUDIO...``: the first argument is the model unless it is audio.
+
+    It is audio when it is an existing file with an audio suffix (``AUDIO_SUFFIXES``) or an existing
+    directory that is not a saved model (no ``config.json``); the model is then ``default_model()``.
+    """
+    first = Path(arguments[0])
+    is_audio = (first.is_file() and first.suffix.lower() in AUDIO_SUFFIXES) or (
+        first.is_dir() and not (first / "config.json").is_file()
+    )
+    if is_audio:
+        return default_model(), list(arguments)
+    if len(arguments) == 1:
+        raise ValueError(f"{arguments[0]} is a model, not audio: give the audio files to classify after it")
+    return arguments[0], list(arguments[1:])
 
 
 def audio_files(paths: Sequence[str | Path], recursive: bool = False) -> list[str | Path]:

@@ -269,22 +269,26 @@ def _audioset_encoder(
     return state
 
 
-def _audioset_rows(source: ASTForAudioClassification, name: str) -> dict[str, torch.Tensor]:
-    """The VocalSound head: rows ``release.AUDIOSET_INDICES`` of the AudioSet head, LayerNorm kept."""
-    src = source.config
-    if src.num_labels != AUDIOSET_NUM_LABELS:
-        raise ValueError(
+def _audioset_head_problem(config: ASTConfig, name: str) -> str | None:
+    """Why ``config``'s head is not AudioSet's 527 classes in AudioSet's order, or ``None`` if it is."""
+    if config.num_labels != AUDIOSET_NUM_LABELS:
+        return (
             f'head="audioset" needs a {AUDIOSET_NUM_LABELS}-way AudioSet head, but {name} has '
-            f"{src.num_labels} labels"
+            f"{config.num_labels} labels"
         )
     for index, class_name in zip(AUDIOSET_INDICES, CLASS_NAMES):
-        found = src.id2label.get(index, "")
+        found = config.id2label.get(index, "")
         # Converted checkpoints without a label CSV carry transformers' placeholder names.
         if found != f"LABEL_{index}" and found.lower() != class_name.lower():
-            raise ValueError(
-                f"{name} names AudioSet output {index} {found!r}, expected {class_name!r}: "
-                "not the AudioSet order"
-            )
+            return f"{name} names AudioSet output {index} {found!r}, expected {class_name!r}: not the AudioSet order"
+    return None
+
+
+def _audioset_rows(source: ASTForAudioClassification, name: str) -> dict[str, torch.Tensor]:
+    """The VocalSound head: rows ``release.AUDIOSET_INDICES`` of the AudioSet head, LayerNorm kept."""
+    problem = _audioset_head_problem(source.config, name)
+    if problem:
+        raise ValueError(problem)
     rows = torch.tensor(AUDIOSET_INDICES)
     head = source.classifier
     return {
@@ -293,6 +297,29 @@ def _audioset_rows(source: ASTForAudioClassification, name: str) -> dict[str, to
         "dense.weight": head.dense.weight.detach()[rows],
         "dense.bias": head.dense.bias.detach()[rows],
     }
+
+
+def is_audioset_head(config: ASTConfig) -> bool:
+    """Whether a model's head is AudioSet's 527 classes (named, or with transformers' placeholder names)."""
+    return _audioset_head_problem(config, "the model") is None
+
+
+def zero_shot_vocalsound(source: ASTForAudioClassification) -> ASTForAudioClassification:
+    """An AudioSet AST restricted to the six VocalSound classes: its encoder as it is, the six rows of its
+    head (``release.AUDIOSET_INDICES``) with sigmoid scores, as it was trained (multi-label)."""
+    config = ASTConfig.from_dict(
+        {
+            **source.config.to_dict(),
+            "num_labels": len(CLASS_NAMES),
+            "id2label": dict(enumerate(CLASS_NAMES)),
+            "label2id": {name: i for i, name in enumerate(CLASS_NAMES)},
+            "problem_type": "multi_label_classification",
+        }
+    )
+    model = ASTForAudioClassification(config)
+    model.audio_spectrogram_transformer.load_state_dict(source.audio_spectrogram_transformer.state_dict())
+    model.classifier.load_state_dict(_audioset_rows(source, _describe(source)))
+    return model.to(source.device).eval()
 
 
 def _imagenet_encoder(

@@ -48,6 +48,10 @@ INITS: tuple[str, ...] = ("scratch", "imagenet", "audioset")
 LAYER_NORM_EPS = 1e-6
 PATCH_SIZE = 16
 AUDIOSET_NUM_LABELS = 527
+# The public AudioSet AST (mAP 0.459): restricted to the six VocalSound classes, a zero-shot classifier.
+AUDIOSET_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
+# The environment variable naming the model that predict, detect and the Space use when none is given.
+MODEL_VARIABLE = "VOCALSOUND_MODEL"
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
 
 
