@@ -14,7 +14,7 @@ import sys
 
 from .events import EVENT_FORMATS
 from .models.presets import AUDIOSET_AST, HEADS, MODEL_SIZES, MODEL_VARIABLE
-from .release import CONFIGS, PAPER_NORM_MEAN, PAPER_NORM_STD
+from .release import CONFIGS, PAPER_NORM_MEAN, PAPER_NORM_STD, SOUNDSCAPE_SPLITS
 
 logger = logging.getLogger("vocalsound_hf")
 
@@ -184,6 +184,70 @@ def _add_detect_parser(sub) -> None:
     p.set_defaults(func=_detect)
 
 
+def _soundscapes(args: argparse.Namespace) -> None:
+    from .data.soundscapes import make_soundscapes
+
+    print(
+        make_soundscapes(
+            args.data_dir,
+            args.out,
+            split=args.split,
+            count=args.count,
+            duration_s=args.duration,
+            seed=args.seed,
+        )
+    )
+
+
+def _tune_detection(args: argparse.Namespace) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    from .inference.tuning import tune_detection
+
+    transformers_logging.disable_progress_bar()
+    out = tune_detection(
+        args.model,
+        args.data_dir,
+        out=args.out,
+        split=args.split,
+        count=args.count,
+        duration_s=args.duration,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(out)
+
+
+def _add_soundscape_arguments(p, split: str) -> None:
+    """The soundscapes' source and size, shared by ``soundscapes`` and ``tune-detection``."""
+    p.add_argument("--data-dir", required=True, help="a release folder or zip, or an exported dataset folder")
+    p.add_argument("--split", choices=SOUNDSCAPE_SPLITS, default=split, help="clips from this split only")
+    p.add_argument("--count", type=int, default=20, help="number of soundscapes")
+    p.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds per soundscape")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_event_parsers(sub) -> None:
+    """``soundscapes`` and ``tune-detection``: measuring detection, and choosing its thresholds."""
+    p = sub.add_parser(
+        "soundscapes",
+        help="write synthetic soundscapes of held-out clips with their truth events (to score detect)",
+    )
+    p.add_argument("out", help="output folder (must not exist or be empty)")
+    _add_soundscape_arguments(p, "test")
+    p.set_defaults(func=_soundscapes)
+
+    p = sub.add_parser(
+        "tune-detection",
+        help="choose a model's detection thresholds on validation soundscapes (detection.json)",
+    )
+    p.add_argument("model", help="model directory (or Hub id with --out)")
+    _add_soundscape_arguments(p, "validation")
+    p.add_argument("--out", default=None, help="thresholds file (default: MODEL/detection.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing thresholds file")
+    p.set_defaults(func=_tune_detection)
+
+
 def _add_export_onnx_parser(sub) -> None:
     """``export-onnx``: a saved model as ONNX for onnxruntime and transformers.js (optimum's layout)."""
     p = sub.add_parser(
@@ -267,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_predict_parser(sub)
     _add_detect_parser(sub)
+    _add_event_parsers(sub)
     _add_export_onnx_parser(sub)
     return parser
 

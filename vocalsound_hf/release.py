@@ -45,6 +45,8 @@ HOMEPAGE = "https://github.com/YuanGongND/vocalsound"
 LICENSE = "cc-by-sa-4.0"
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+# The held-out splits that soundscapes for measuring detection are built from (never train).
+SOUNDSCAPE_SPLITS: tuple[str, ...] = ("validation", "test")
 # How clips are assigned to splits: the official datafiles (the paper's sets), or every wav by its speaker's
 # meta file.
 SPLIT_SOURCES: tuple[str, ...] = ("datafiles", "speakers")

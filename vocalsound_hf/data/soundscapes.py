@@ -4,9 +4,8 @@ A soundscape is coloured background noise (its colour and level drawn per sounds
 near-silence where it drops by ``silence_drop_db``) with clips of a split the model never trained on
 (``test``, or ``validation`` to choose detection thresholds on) placed at random times, each at a
 signal-to-noise ratio drawn from a range, a share of them overlapping another. Only a clip's active part is
-mixed in (its leading and trailing near-silence cut off by ``active_span``), and that part is its truth
-event: truth onsets and offsets are where the sound is, and everything outside the events is background.
-Mixed here rather than with Scaper, whose soxbindings dependency does not build, needs the sox binary and pins an old jams.
+mixed in (its leading and trailing near-silence cut off by ``active_span``): that part is its truth event,
+and all outside the events is background. Not Scaper: its soxbindings does not build, and it needs sox.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 from ..audio import decode_as_model_input, decoded_waveform
 from ..events import Event, event_counts, events_to_audacity, events_to_csv
 from ..fileio import staged_path
-from ..release import CLASS_NAMES
+from ..release import CLASS_NAMES, SOUNDSCAPE_SPLITS
 from ..release import TARGET_SAMPLING_RATE as SR
 from .builder import load_vocalsound
 from .stats import _is_exported_dataset
@@ -65,7 +64,6 @@ FADE_S = 0.005
 SILENCE_RAMP_S = 0.05
 # The loudest sample of a mix: just under full scale, so that rounding to 16 bits cannot clip it.
 PEAK = 0.99
-SPLITS = ("validation", "test")
 MANIFEST_NAME = "soundscapes.json"
 TRUTH_CSV = "truth.csv"
 
@@ -197,8 +195,10 @@ def soundscapes_of_split(
     Each takes about ``params.events_per_minute`` clips, fewer where their active parts would cover more than
     ``params.max_fill`` of it (a longer clip is cut to that); clips are drawn without replacement across the
     whole set, and reused only when the split has too few. The same seed gives the same soundscapes."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)} (not trained on), got {split!r}")
+    if split not in SOUNDSCAPE_SPLITS:
+        raise ValueError(
+            f"split must be one of {', '.join(SOUNDSCAPE_SPLITS)} (not trained on), got {split!r}"
+        )
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     rows, labels = _read_split(Path(data_dir), split, config)

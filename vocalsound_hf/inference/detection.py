@@ -4,7 +4,7 @@ The classifier scores windows of its own length (``input_tdim`` frames) that sta
 The recording is cut into segments of one hop; a segment takes the mean class probabilities of the windows
 that cover its midpoint, so a short sound shows in every window around it, and it is *active* when
 
-- it is louder than the recording's background by ``activity_db`` (the background is a low quantile of the
+- it is louder than the recording's background by ``activity_db`` (the background is the median level of the
   segment levels around it, so a steady noise floor is not an event, whatever its level), and
 - its top class has at least ``min_confidence``.
 
@@ -38,9 +38,11 @@ logger = logging.getLogger(__name__)
 DETECTION_FILE = "detection.json"
 # Windows start this many times per window length: the events' time resolution is one hop.
 HOPS_PER_WINDOW = 8
-# The background level of a segment: this quantile of the segment levels within BACKGROUND_CONTEXT_S on
-# either side. Vocal sounds fill well under half of a typical recording, so a low quantile is background.
-BACKGROUND_QUANTILE = 0.1
+# The background level of a segment: the median of the segment levels within BACKGROUND_CONTEXT_S on either
+# side (vocal sounds fill under half of a recording). A low quantile would land in near-silent stretches,
+# where the ordinary background then reads as events: validation event-F1 0.34 at the 10th percentile,
+# 0.44 at the median (quickstart model, BENCHMARKS.md, Events).
+BACKGROUND_QUANTILE = 0.5
 BACKGROUND_CONTEXT_S = 15.0
 
 
@@ -49,13 +51,13 @@ class DetectionThresholds:
     """The rule that turns window scores into events (module docstring).
 
     The defaults were chosen by ``vocalsound-hf tune-detection`` for the quickstart model on 20 one-minute
-    soundscapes of the synthetic release's validation split (BENCHMARKS.md, Events); a model directory's
-    ``detection.json`` (written by the same command for that model) takes their place.
+    soundscapes of the synthetic release's validation split (event-F1 0.45 there; BENCHMARKS.md, Events);
+    a model directory's ``detection.json`` (written by the same command for that model) takes their place.
     """
 
-    min_confidence: float = 0.5
-    activity_db: float = 6.0
-    merge_gap_s: float = 0.5
+    min_confidence: float = 0.6
+    activity_db: float = 3.0
+    merge_gap_s: float = 0.6
 
     def __post_init__(self):
         if not 0 <= self.min_confidence <= 1:
@@ -240,7 +242,7 @@ class StreamingDetector:
             raise ValueError(f"the hop must be within (0, {classifier.window_s:.2f}] s, got {hop_s} s")
         self.hop_s = self.hop / classifier.sampling_rate
         # Segments whose midpoint a window covers: j .. j + window_hops - 1.
-        window_hops = math.ceil(self.window / self.hop - 0.5)
+        self.window_hops = window_hops = math.ceil(self.window / self.hop - 0.5)
         self.tracker = tracker or EventTracker(
             classifier.labels, self.hop_s, window_hops, thresholds or DetectionThresholds(), lookahead_s
         )
