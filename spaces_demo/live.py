@@ -13,8 +13,8 @@ import threading
 from collections import deque
 
 import numpy as np
+import soxr
 import torch
-import torchaudio
 
 from vocalsound_hf.events import Event, event_rates
 from vocalsound_hf.inference.classifier import AudioClassifier
@@ -29,9 +29,6 @@ LIVE_LOOKAHEAD_S = 2.0
 MAX_LIVE_EVENTS = 200
 # The running timeline shows this much of the latest audio.
 LIVE_TIMELINE_S = 120.0
-# torchaudio.functional.resample's defaults, which set how many input samples each output sample reads.
-_LOWPASS_FILTER_WIDTH = 6
-_ROLLOFF = 0.99
 
 
 def to_mono(data: np.ndarray) -> torch.Tensor:
@@ -57,44 +54,6 @@ def to_mono(data: np.ndarray) -> torch.Tensor:
     if samples.shape[1] == 1:
         return samples[:, 0]
     return samples.sum(dim=1) / math.sqrt(samples.shape[1])
-
-
-class StreamResampler:
-    """``torchaudio.functional.resample`` of a stream, chunk by chunk, equal to resampling it whole.
-
-    Resampling each chunk on its own would zero-pad both its ends (a click every chunk) and round each
-    chunk's length. This one resamples whole blocks of ``orig // gcd`` input samples and keeps the filter's
-    reach of input on either side: the last ``context`` samples are held until the next chunk brings what
-    follows them. It is torchaudio's resampler, not FFmpeg's (the file decoder's), so the two differ by the
-    filters' small differences, not in level or timing.
-    """
-
-    def __init__(self, orig_freq: int, new_freq: int):
-        self.orig_freq, self.new_freq = int(orig_freq), int(new_freq)
-        gcd = math.gcd(self.orig_freq, self.new_freq)
-        self._unit_in, self._unit_out = self.orig_freq // gcd, self.new_freq // gcd
-        width = math.ceil(
-            _LOWPASS_FILTER_WIDTH * self._unit_in / (min(self._unit_in, self._unit_out) * _ROLLOFF)
-        )
-        self.context = math.ceil(width / self._unit_in) * self._unit_in
-        self._history = torch.empty(0)  # input already resampled, the left context of what follows
-        self._pending = torch.empty(0)  # input not resampled yet
-
-    def push(self, samples: torch.Tensor) -> torch.Tensor:
-        """The resampled samples that the input so far determines."""
-        if self.orig_freq == self.new_freq:
-            return samples
-        self._pending = torch.cat([self._pending, samples])
-        ready = (self._pending.numel() - self.context) // self._unit_in * self._unit_in
-        if ready <= 0:
-            return torch.empty(0)
-        segment = torch.cat([self._history, self._pending[: ready + self.context]])
-        resampled = torchaudio.functional.resample(segment, self.orig_freq, self.new_freq)
-        start = self._history.numel() // self._unit_in * self._unit_out
-        out = resampled[start : start + ready // self._unit_in * self._unit_out]
-        self._history = torch.cat([self._history, self._pending[:ready]])[-self.context :]
-        self._pending = self._pending[ready:]
-        return out
 
 
 class LiveSession:
@@ -123,7 +82,11 @@ class LiveSession:
             self.detector = StreamingDetector(
                 self.classifier, self.classifier.detection_thresholds, lookahead_s=self.lookahead_s
             )
-            self.resampler: StreamResampler | None = None
+            # Microphones give 44.1 or 48 kHz in chunks: soxr's stream resampler carries its filter state from
+            # chunk to chunk (resampling each chunk alone would click at every edge). It is not FFmpeg's
+            # resampler (the file decoder's); the two differ by their filters, not in level or timing.
+            self.resampler: soxr.ResampleStream | None = None
+            self.resampler_rate: int | None = None
             self.counts = dict.fromkeys(self.classifier.labels, 0)
             self.recent: deque[Event] = deque(maxlen=self.max_events)
             self.finished = False
@@ -139,9 +102,15 @@ class LiveSession:
         with self._lock:
             if self.finished:
                 return []
-            if self.resampler is None or self.resampler.orig_freq != sample_rate:
-                self.resampler = StreamResampler(sample_rate, self.classifier.sampling_rate)
-            samples = self.resampler.push(to_mono(data))
+            mono = to_mono(data)
+            if sample_rate != self.classifier.sampling_rate:
+                if self.resampler is None or self.resampler_rate != sample_rate:
+                    self.resampler_rate = sample_rate
+                    self.resampler = soxr.ResampleStream(
+                        sample_rate, self.classifier.sampling_rate, 1, dtype="float32", quality="HQ"
+                    )
+                mono = torch.from_numpy(self.resampler.resample_chunk(mono.numpy()))
+            samples = mono
             return self._record(self.detector.push(samples) if samples.numel() else [])
 
     def finish(self) -> list[Event]:
