@@ -99,35 +99,130 @@ def features_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+INFERENCE_PATHS = (
+    ("fp32_eager", "transformers fp32, eager attention"),
+    ("fp32_sdpa", "transformers fp32, sdpa attention"),
+    ("fast", "fast path (int8 linear layers, bf16 attention)"),
+    ("onnx_fp32", "ONNX Runtime fp32"),
+    ("onnx_int8", "ONNX Runtime int8 (dynamic, per-channel weights)"),
+)
+
+
+def cpu_features(flags: list[str] | None) -> str:
+    """Which of the extensions the int8 and bf16 paths use the CPU has, in words."""
+    if flags is None:
+        return "CPU features not recorded"
+    has = set(flags)
+    found = {
+        "VNNI": bool(has & {"avx512_vnni", "avx_vnni"}),
+        "AVX512-BF16": "avx512_bf16" in has,
+        "AMX": bool(has & {"amx_int8", "amx_bf16"}),
+    }
+    return ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in found.items()) + (
+        f" (flags: {', '.join(flags)})" if flags else ""
+    )
+
+
+def _speed(inference: dict, prefix: str, name: str) -> str:
+    p50, reference = inference.get(f"{prefix}{name}_p50_s"), inference.get(f"{prefix}fp32_sdpa_p50_s")
+    return "-" if p50 is None or reference is None else f"{reference / p50:.2f}x"
+
+
+def _figure(value: float | None, spec: str, scale: float = 1.0, unit: str = "") -> str:
+    return "-" if value is None else f"{scale * value:{spec}}{unit}"
+
+
+def _inference_row(inference: dict, name: str, label: str) -> str:
+    get = inference.get
+    cells = [label]
+    for prefix in ("", "busy_"):
+        cells += [
+            _figure(get(f"{prefix}{name}_p50_s"), ".3f"),
+            _figure(get(f"{prefix}{name}_p90_s"), ".3f"),
+            _speed(inference, prefix, name),
+        ]
+    for prefix in ("", "quickstart_"):
+        # Two decimals: at one, 98.98 % would print as 99.0 % against a 99 % bar.
+        agreement = get(f"{prefix}{name}_top1_agreement")
+        cells.append("reference" if name == "fp32_sdpa" else _figure(agreement, ".2f", 100, " %"))
+    cells.append(_figure(get(f"{name}_batch_max_abs_logit_diff"), ".1e"))
+    return "| " + " | ".join(cells) + " |"
+
+
 def inference_table(results: dict) -> str:
     inference = results["inference"]
+    flags = inference.get("cpu_flags", results["machine"].get("cpu_flags"))
+    cpu = inference.get("cpu_model") or results["machine"].get("cpu_model") or "CPU"
+    threads = results["machine"]["threads"]
     lines = [
         f"{inference['model']}, batch 1, forward pass only, {inference['latency_iterations']} runs per path in "
-        "alternating blocks.",
+        f"alternating blocks, {threads} threads (torch and ONNX Runtime alike), the same features for every path. "
+        f"{cpu}: {cpu_features(flags)}.",
         "",
-        "| path | p50 (s) | p90 (s) | speed against fp32 sdpa (p50) |",
-        "|---|---:|---:|---:|",
+        "| path | p50 (s) | p90 (s) | speed against fp32 sdpa (p50) | other core busy: p50 (s) | p90 (s) "
+        "| speed against fp32 sdpa (p50) | top-1 agreement with fp32, AudioSet weights | quickstart model "
+        "| batch dependence (max abs logit) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, label in (
-        ("fp32_eager", "transformers fp32, eager attention"),
-        ("fp32_sdpa", "transformers fp32, sdpa attention"),
-        ("fast", "fast path (int8 linear layers, bf16 attention)"),
-    ):
-        p50, p90 = inference[f"{name}_p50_s"], inference[f"{name}_p90_s"]
-        lines.append(f"| {label} | {p50:.3f} | {p90:.3f} | {inference['fp32_sdpa_p50_s'] / p50:.2f}x |")
-    quickstart = inference.get("quickstart_fast_top1_agreement")
-    lines += [
-        "",
-        # Two decimals: at one, 98.98 % would print as 99.0 % against a 99 % bar.
-        f"Top-1 agreement of the fast path with fp32 sdpa: {100 * inference['fast_top1_agreement']:.2f} % over "
-        f"{inference['agreement_clips']} synthetic-release clips (synthetic AudioSet weights); "
-        + (
-            f"{100 * quickstart:.2f} % with the quickstart-trained model."
-            if quickstart is not None
-            else "quickstart-trained model not found, not measured."
-        ),
-    ]
+    lines += [_inference_row(inference, name, label) for name, label in INFERENCE_PATHS]
+    lines += ["", " ".join(_inference_notes(inference))]
     return "\n".join(lines)
+
+
+def _inference_notes(inference: dict) -> list[str]:
+    """The sentences under the inference table: what each column measured, on what."""
+    notes = [
+        f"Top-1 agreement with fp32 sdpa over {inference['agreement_clips']} synthetic-release clips"
+        + (
+            f" (one in {every} of the release's clips)"
+            if (every := inference.get("agreement_every", 1)) > 1
+            else ""
+        )
+        + ", in batches of 8 as serving batches a recording's windows;",
+        f"quickstart model: the quickstart-trained model over {inference.get('quickstart_agreement_clips', 'the same')} "
+        "clips."
+        if "quickstart_fast_top1_agreement" in inference
+        else "quickstart-trained model not found, not measured.",
+    ]
+    if "onnx_fp32_max_abs_logit_diff" in inference:
+        clips = inference.get("onnx_fp32_agreement_clips", inference["agreement_clips"])
+        spread = (
+            ""
+            if clips == inference["agreement_clips"]
+            else f" (run on {clips} of them, spread over the release)"
+        )
+        notes.append(
+            f"ONNX Runtime fp32's logits{spread} are within {inference['onnx_fp32_max_abs_logit_diff']:.1e} of fp32's."
+        )
+    if "onnx_int8_head_fp32" in inference:
+        notes.append(
+            "The int8 graph's classifier head is "
+            + (
+                "fp32."
+                if inference["onnx_int8_head_fp32"]
+                else "int8 too (onnxruntime quantizes its `Gemm`)."
+            )
+        )
+    for prefix, model in (("", "AudioSet weights"), ("quickstart_", "quickstart model")):
+        head = inference.get(f"{prefix}onnx_int8_head_fp32_top1_agreement")
+        if head is not None:
+            notes.append(f"int8 with the head left fp32: {100 * head:.2f} % ({model}).")
+    if "batch_dependence_clips" in inference:
+        notes.append(
+            "Batch dependence: the largest change of a clip's logits between running alone and in a batch of "
+            f"{inference['batch_dependence_clips']} different clips."
+        )
+    if "busy_fp32_sdpa_p50_s" in inference:
+        notes.append("Other core busy: a second process spinning a plain loop throughout.")
+    measured = inference.get("measured_by")
+    if measured:
+        notes.append(
+            f"Measured apart from the other sections: `{measured['command']}`, {measured['date']}, load "
+            f"average {measured['load_average_1min_at_start']:.1f} at the start, "
+            f"{measured['load_average_1min_at_end']:.1f} at the end"
+            + (f" ({measured['note']})." if measured.get("note") else ".")
+        )
+    return notes
 
 
 def training_table(results: dict) -> str:
@@ -161,7 +256,8 @@ def render(results: dict) -> dict[str, str]:
         "inference": inference_table,
         "training": training_table,
     }
-    return {area: tables[area](results) for area in AREAS}
+    # A run of some sections only (``run.py --only``) has no results for the others, and no tables.
+    return {area: tables[area](results) for area in AREAS if area == "run" or area in results}
 
 
 def replace_blocks(text: str, blocks: dict[str, str]) -> str | None:
