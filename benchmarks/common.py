@@ -83,18 +83,21 @@ def audioset_model_dir(cache_dir: Path) -> Path:
     return model_dir
 
 
-def release_clips(cache_dir: Path, num_speakers: int | None) -> list[torch.Tensor]:
-    """Every decodable clip of a synthetic release (its deliberately broken files are skipped), by name.
-
-    ``num_speakers=None`` is the default release, the one ``vocalsound-hf synth-release`` makes.
-    """
+def release_dir(cache_dir: Path, num_speakers: int | None) -> Path:
+    """A synthetic release folder, made once per cache; ``num_speakers=None`` is the default release, the one
+    ``vocalsound-hf synth-release`` makes."""
     root = cache_dir / f"synthetic_release_{num_speakers or 'default'}"
     if not root.is_dir():
         with staged_path(root) as tmp:
             make_synthetic_release(tmp, sampling_rate=SAMPLING_RATE, num_speakers=num_speakers, seed=0)
             os.replace(tmp, root)
+    return root
+
+
+def release_clips(cache_dir: Path, num_speakers: int | None) -> list[torch.Tensor]:
+    """Every decodable clip of a synthetic release (``release_dir``; its deliberately broken files are skipped)."""
     decoded = []
-    for path in sorted(root.rglob("*.wav")):
+    for path in sorted(release_dir(cache_dir, num_speakers).rglob("*.wav")):
         try:  # decoded as predict, the Space and training decode them
             decoded.append(load_audio(path))
         except AudioInputError:

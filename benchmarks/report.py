@@ -27,7 +27,7 @@ from vocalsound_hf.fileio import write_text_atomically  # noqa: E402
 RESULTS_JSON = REPO / "benchmarks" / "results.json"
 QUICK_RESULTS_JSON = REPO / "outputs" / "bench" / "results-quick.json"
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
-AREAS = ("run", "features", "inference", "training")
+AREAS = ("run", "features", "inference", "training", "events")
 
 
 def markers(area: str) -> tuple[str, str]:
@@ -248,6 +248,50 @@ def training_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def events_table(results: dict) -> str:
+    events = results["events"]
+    if "skipped" in events:
+        return f"Not measured: {events['skipped']}."
+    thresholds = events["thresholds"]
+    lines = [
+        f"{events['soundscapes']} soundscapes of {events['soundscape_s']:g} s from the test split of the default "
+        f"synthetic release, quickstart model, {events['threads']} threads; thresholds min_confidence "
+        f"{thresholds['min_confidence']:g}, activity_db {thresholds['activity_db']:g}, merge_gap_s "
+        f"{thresholds['merge_gap_s']:g}; onset collar {events['onset_collar_s']:g} s, offset collar "
+        f"{100 * events['offset_length_share']:g} % of the event's length.",
+        "",
+        "| path | event F1 (micro) | precision | recall | macro F1 | count error per recording (sum of 6 classes) | events true / found | x real time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("fp32", "fast"):
+        row = events[name]
+        lines.append(
+            f"| {name} | {row['event_f1']:.3f} | {row['event_precision']:.3f} | {row['event_recall']:.3f} | "
+            f"{row['event_macro_f1']:.3f} | {row['count_error']:.2f} | {row['true_count']} / "
+            f"{row['predicted_count']} | {row['x_real_time']:.0f} |"
+        )
+    fp32 = events["fp32"]
+    lines += [
+        "",
+        "| class | " + " | ".join(fp32["per_class_f1"]) + " |",
+        "|---|" + "---:|" * len(fp32["per_class_f1"]),
+        "| event F1 (fp32) | "
+        + " | ".join("-" if f1 is None else f"{f1:.2f}" for f1 in fp32["per_class_f1"].values())
+        + " |",
+        "| count error (fp32) | "
+        + " | ".join(f"{e:.2f}" for e in fp32["count_error_per_class"].values())
+        + " |",
+        "",
+        "Peak memory of `detect` on one file (fresh process, fast path; the model and libraries included): "
+        + ", ".join(
+            f"{key.removesuffix('min')} min {value['peak_rss_mb']:.0f} MB ({value['x_real_time']:.0f}x real time)"
+            for key, value in events["peak_rss"].items()
+        )
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
 def render(results: dict) -> dict[str, str]:
     """The generated block of each area, by area."""
     tables = {
@@ -255,6 +299,7 @@ def render(results: dict) -> dict[str, str]:
         "features": features_table,
         "inference": inference_table,
         "training": training_table,
+        "events": events_table,
     }
     # A run of some sections only (``run.py --only``) has no results for the others, and no tables.
     return {area: tables[area](results) for area in AREAS if area == "run" or area in results}

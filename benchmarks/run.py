@@ -8,7 +8,7 @@ otherwise idle 2-core machine, most of it the agreement checks over every clip o
 release (``--agreement-every 3`` cuts them to a third). ``--quick`` uses fewer clips and iterations, for under 2 minutes once the synthetic checkpoint is
 cached (its first generation, ~350 MB, adds about a minute); it prints its tables and writes
 ``outputs/bench/results-quick.json``, leaving ``benchmarks/results.json`` and ``BENCHMARKS.md`` as they are.
-``--only inference`` (or ``features``, ``training``) measures those sections alone: a full run of them
+``--only inference`` (or ``features``, ``training``, ``events``) measures those sections alone: a full run of them
 replaces just their results in ``benchmarks/results.json`` and their tables, and records its own command,
 date and load beside them. ``python benchmarks/report.py`` rewrites the page's tables from a results file
 without measuring.
@@ -17,6 +17,8 @@ without measuring.
 2. Inference (``bench_inference``): latency of fp32, the fast path and ONNX Runtime fp32 and int8, idle and
    with the other core busy, their top-1 agreement with fp32, and whether a clip's logits depend on its batch.
 3. Training (``bench_training``): clips/s of training steps, and the feature pipeline's share.
+4. Events (``bench_events``): event-F1, count error and x real time of ``detect`` on test-split soundscapes
+   (quickstart model, fp32 and the fast path), and its peak memory on a one-minute and a one-hour file.
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
+from benchmarks.bench_events import bench_events  # noqa: E402
 from benchmarks.bench_features import bench_features  # noqa: E402
 from benchmarks.bench_inference import bench_inference  # noqa: E402
 from benchmarks.bench_training import bench_training  # noqa: E402
+from benchmarks.common import release_dir  # noqa: E402
 from benchmarks.report import RESULTS_JSON, render, save_run  # noqa: E402
 
-SECTIONS = ("features", "inference", "training")
+SECTIONS = ("features", "inference", "training", "events")
 DEFAULT_QUICKSTART_MODEL = REPO / "outputs" / "quickstart" / "model"
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vocalsound-hf" / "bench"
 # The instruction-set extensions the fast paths depend on (VNNI: int8 products; BF16: the attention; AMX:
@@ -64,6 +68,8 @@ SETTINGS = {
         "agreement_clips": None,  # every decodable clip of the release
         "onnx_fp32_every": 8,  # ONNX Runtime fp32's agreement on every 8th of them (it equals fp32 to rounding)
         "train": {"tiny224": (8, 3), "base384": (2, 2)},  # (batch size, timed steps)
+        # ~20 one-minute soundscapes; peak memory of detecting a one-minute and a one-hour file.
+        "events": {"soundscapes": 20, "soundscape_s": 60.0, "memory_minutes": (1, 60)},
     },
     "quick": {
         "feature_clips": 32,
@@ -74,6 +80,7 @@ SETTINGS = {
         "agreement_clips": 8,
         "onnx_fp32_every": 1,
         "train": {"tiny224": (2, 1), "base384": (1, 1)},
+        "events": {"soundscapes": 2, "soundscape_s": 20.0, "memory_minutes": (1, 2)},
     },
 }
 
@@ -179,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             bench_inference(settings, args.cache_dir, quickstart, args.agreement_every) | _cpu_of(header)
         ),
         "training": lambda: bench_training(settings),
+        "events": lambda: bench_events(
+            release_dir(args.cache_dir, None), quickstart, args.cache_dir, settings["events"]
+        ),
     }
     for name in args.only or SECTIONS:
         section_start = time.perf_counter()

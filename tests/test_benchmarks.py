@@ -271,7 +271,7 @@ def test_a_full_run_of_one_section_keeps_the_other_sections_of_the_record(tmp_pa
     monkeypatch.setattr(run, "RESULTS_JSON", record)
     args = run._parser().parse_args(["--only", "inference"])
     assert run._record_to_extend(args) == _results(gpu=False)
-    for argv in (["--quick", "--only", "inference"], [], ["--only", "features", "inference", "training"]):
+    for argv in (["--quick", "--only", "inference"], [], ["--only", *run.SECTIONS]):
         assert run._record_to_extend(run._parser().parse_args(argv)) is None, argv
 
 
@@ -335,3 +335,30 @@ def test_the_inference_table_says_how_its_figures_were_taken():
     assert "quickstart-trained model over 30 clips" in table
     assert "`python benchmarks/run.py --only inference`, today, load average 3.0 at the start" in table
     assert "2.0 at the end (other jobs ran beside it)." in table
+
+
+def test_the_events_section_scores_both_paths_and_measures_memory_in_a_fresh_process(
+    tiny_model_dir, synth_release, tmp_path
+):
+    """The real section at its quick size; the tiny random model stands in for the quickstart one, so the
+    scores are only checked to be scores. Then its table."""
+    from benchmarks import run
+    from benchmarks.bench_events import bench_events
+
+    events = bench_events(synth_release, tiny_model_dir, tmp_path, run.SETTINGS["quick"]["events"])
+    for name in ("fp32", "fast"):
+        row = events[name]
+        assert 0 <= row["event_f1"] <= 1 and row["x_real_time"] > 0
+        assert row["true_count"] > 0 and set(row["per_class_f1"]) == set(row["count_error_per_class"])
+    memory = events["peak_rss"]
+    assert set(memory) == {"1min", "2min"}
+    assert memory["2min"]["audio_s"] == 120 and 100 < memory["1min"]["peak_rss_mb"] < 4000
+    json.dumps(events, allow_nan=False)  # strict JSON, as results.json is written
+    table = report.events_table({"events": events})
+    assert "| fp32 |" in table and "| fast |" in table and "2 min" in table
+    assert bench_events(synth_release, None, tmp_path, {}) == {
+        "skipped": "no quickstart-trained model (make quickstart writes outputs/quickstart/model)"
+    }
+    assert report.events_table({"events": bench_events(synth_release, None, tmp_path, {})}).startswith(
+        "Not measured"
+    )
