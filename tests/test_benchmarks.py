@@ -102,6 +102,36 @@ def _results(gpu: bool, command: str = "python benchmarks/run.py") -> dict:
         "features": features,
         "inference": inference,
         "training": training,
+        "events": _events(),
+    }
+
+
+def _events() -> dict:
+    path = {
+        "event_f1": 0.5,
+        "event_precision": 0.5,
+        "event_recall": 0.5,
+        "event_macro_f1": 0.5,
+        "count_error": 4.0,
+        "true_count": 200,
+        "predicted_count": 190,
+        "per_class_f1": {"Cough": 0.5, "Sniff": None},
+        "count_error_per_class": {"Cough": 1.0, "Sniff": 3.0},
+        "x_real_time": 80.0,
+    }
+    return {
+        "soundscapes": 20,
+        "soundscape_s": 60.0,
+        "thresholds": {"min_confidence": 0.6, "activity_db": 3.0, "merge_gap_s": 0.6},
+        "onset_collar_s": 0.5,
+        "offset_length_share": 0.5,
+        "threads": 2,
+        "fp32": path,
+        "fast": path | {"x_real_time": 120.0},
+        "peak_rss": {
+            "1min": {"peak_rss_mb": 1000.0, "x_real_time": 90.0},
+            "60min": {"peak_rss_mb": 1001.0, "x_real_time": 95.0},
+        },
     }
 
 
@@ -259,7 +289,7 @@ def test_cpu_features_name_the_extensions_of_the_int8_and_bf16_paths():
 
 def test_a_run_of_one_section_renders_only_its_tables():
     results = _results(gpu=False)
-    del results["features"], results["training"]
+    del results["features"], results["training"], results["events"]
     assert set(report.render(results)) == {"run", "inference"}
 
 
