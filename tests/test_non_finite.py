@@ -31,7 +31,7 @@ SR = 16_000
 CLI = Path(sys.executable).parent / "vocalsound-hf"
 # The Space as a real server and its API client, as tests/test_demo.py starts them (pytest puts tests/ on
 # sys.path).
-server, client = test_demo.server, test_demo.client
+server, client, event_model_dir = test_demo.server, test_demo.client, test_demo.event_model_dir
 # Where the bad samples go, and the times the messages must state for them.
 INF_AT, NAN_AT = 1234, 24_000
 INF_TIME, NAN_TIME = "0.077 s", "1.500 s"
@@ -213,8 +213,10 @@ def test_cached_fbank_names_the_clip_and_time_of_a_non_finite_sample(tmp_path):
 # --- the Space -----------------------------------------------------------------------------------------------
 
 
-def _space_handler(classifier: AudioClassifier):
+def _space_handler(classifier: AudioClassifier, monkeypatch):
     """The function behind the Space's ``/classify`` endpoint, as ``build_demo`` wires it."""
+    # app.py imports its sibling modules as a Space runs it: from its own folder.
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "spaces_demo"))
     spec = importlib.util.spec_from_file_location(
         "vocalsound_space_app", REPO_ROOT / "spaces_demo" / "app.py"
     )
@@ -224,10 +226,12 @@ def _space_handler(classifier: AudioClassifier):
     return next(block_fn.fn for block_fn in demo.fns.values() if block_fn.api_name == "classify")
 
 
-def test_space_shows_the_error_for_a_non_finite_upload_and_classifies_the_next(classifier, tmp_path):
+def test_space_shows_the_error_for_a_non_finite_upload_and_classifies_the_next(
+    classifier, tmp_path, monkeypatch
+):
     import gradio as gr
 
-    classify = _space_handler(classifier)
+    classify = _space_handler(classifier, monkeypatch)
     cases = {
         _float_wav(tmp_path / "bad_inf.wav", INF_AT, math.inf): f"sample {INF_AT} (at {INF_TIME}) is inf",
         _float_wav(tmp_path / "bad_nan.wav", NAN_AT, math.nan): f"sample {NAN_AT} (at {NAN_TIME}) is nan",
@@ -238,7 +242,7 @@ def test_space_shows_the_error_for_a_non_finite_upload_and_classifies_the_next(c
         with pytest.raises(gr.Error) as error:
             classify(str(path))
         assert error.value.message.startswith(f"Cannot classify this audio: {reason};")
-        probabilities, *_rest, table = classify(str(good))
+        probabilities, _spectrogram, _info, _timeline, table, *_events = classify(str(good))
         assert all(math.isfinite(p) for p in probabilities.values())
         assert sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
         assert [row[2] for row in table] == [max(probabilities, key=probabilities.get)]
