@@ -373,3 +373,35 @@ def test_tune_detection_writes_the_model_file_and_keeps_an_existing_one(
     with pytest.raises(ValueError, match="exists: keep it, or pass --overwrite"):
         tune_detection(model, synth_release, count=2, duration_s=20.0)
     assert written.read_bytes() == before
+
+
+def test_a_short_lookahead_decides_alike_however_the_audio_is_chunked(tone_classifier):
+    waveform = _recording(seed=2)
+    results = []
+    for chunk_s in (0.5, 3.0, 16.0):
+        detector = StreamingDetector(tone_classifier, lookahead_s=1.0)
+        events = []
+        for chunk in waveform.split(round(chunk_s * SR)):
+            events += detector.push(chunk)
+        results.append(events + detector.finish())
+    assert results[0] == results[1] == results[2] and len(results[0]) == len(PLACED)
+
+
+def test_the_background_looks_no_further_than_the_lookahead_whatever_has_arrived():
+    """Segment 20 is 6 dB above the quiet past; 15 s of loud audio starts right after it. With a 2 s lookahead
+    its background is the quiet past, whether the loud levels arrived before its windows or after."""
+    levels = torch.tensor([-40.0] * 20 + [-34.0] + [-20.0] * 20)
+    window = torch.tensor([0.9, 0.1])
+
+    def run(levels_first: bool) -> list[Event]:
+        tracker = EventTracker(["a", "b"], 1.0, 1, DetectionThresholds(0.5, 3.0, 0.0), lookahead_s=2.0)
+        if levels_first:
+            tracker.push_levels(levels)
+        for k in range(len(levels)):
+            if not levels_first:
+                tracker.push_levels(levels[k : k + 1])
+            tracker.push_window(window)
+        return tracker.pop_events() + tracker.finish(float(len(levels)))
+
+    assert run(levels_first=True) == run(levels_first=False)
+    assert run(levels_first=True)[0].onset_s == 20.0

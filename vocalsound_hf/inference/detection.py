@@ -176,8 +176,9 @@ class EventTracker:
             self._levels_from += 1
 
     def _background(self, k: int) -> float:
+        # Up to the lookahead only, however far the pushed levels reach, so chunking never changes a decision.
         lo = max(k - self._context, self._levels_from)
-        hi = min(k + self._context + 1, self._num_levels)
+        hi = min(k + self._lookahead + 1, self._num_levels)
         levels = [self._levels[i - self._levels_from] for i in range(lo, hi)]
         finite = torch.tensor([level for level in levels if math.isfinite(level)] or [-math.inf])
         return torch.quantile(finite, BACKGROUND_QUANTILE).item() if finite.numel() > 1 else finite.item()
