@@ -90,7 +90,7 @@ def tune_thresholds(
     best = None
     grid = list(itertools.product(*THRESHOLD_GRID.values()))
     for values in tqdm(grid, desc="trying thresholds", unit="candidate"):
-        thresholds = DetectionThresholds(*values)
+        thresholds = DetectionThresholds(**dict(zip(THRESHOLD_GRID, values)))
         predicted = {
             name: recording.events(classifier.labels, thresholds) for name, recording in scores.items()
         }
