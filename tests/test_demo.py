@@ -368,6 +368,17 @@ def test_the_default_model_is_the_audioset_ast(monkeypatch):
     assert asked == [AUDIOSET_AST] and app.DEFAULT_MODEL == AUDIOSET_AST
 
 
+def open_page(browser, url: str):
+    """The Space's page in a new browser tab, once its header shows."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    # Not "networkidle": the page's session state keeps a heartbeat connection open.
+    page.goto(url, wait_until="load")
+    expect(page.locator("#header")).to_contain_text("VocalSound", timeout=60_000)
+    return page
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_browser_upload_shows_the_label_and_errors(server, fast_classifier, tmp_path):
@@ -381,10 +392,7 @@ def test_browser_upload_shows_the_label_and_errors(server, fast_classifier, tmp_
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            # Not "networkidle": the page's session state keeps a heartbeat connection open.
-            page.goto(server[0], wait_until="load")
-            expect(page.locator("#header")).to_contain_text("VocalSound", timeout=60_000)
+            page = open_page(browser, server[0])
             page.set_input_files("input[type=file]", str(bad))
             expect(page.get_by_text("Cannot classify this audio: not a readable audio file")).to_be_visible(
                 timeout=60_000

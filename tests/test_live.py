@@ -16,7 +16,7 @@ import soundfile as sf
 import soxr
 import test_demo
 import torch
-from test_demo import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, SR, _recording
+from test_demo import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, SR, _recording, open_page
 
 from vocalsound_hf.audio import decoded_waveform, open_decoder
 from vocalsound_hf.inference.detection import DetectionThresholds, StreamingDetector
@@ -315,10 +315,7 @@ def test_browser_live_tab_with_a_fake_microphone(server, synth_release, tmp_path
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            # Not "networkidle": the page's session state keeps a heartbeat connection open.
-            page.goto(server[0], wait_until="load")
-            expect(page.locator("#header")).to_contain_text("VocalSound", timeout=60_000)
+            page = open_page(browser, server[0])
             page.get_by_role("tab", name="Live").click()
             page.locator("#live-audio").get_by_role("button", name="Record").click()
             status = page.locator("#live-status")
